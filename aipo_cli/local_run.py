@@ -20,7 +20,7 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 def iteration_rows(history: list[dict[str, dict[str, Any]]], benchmark: str) -> list[dict[str, Any]]:
     """One row per iteration with the numbers researchers compare first."""
     rows = []
-    for k, stages in enumerate(history, start=1):
+    for k, stages in enumerate(history):
         rank, evaluate = stages.get("rank", {}), stages.get("evaluate", {})
         rows.append(
             {

@@ -1,13 +1,13 @@
 """Algorithm 1 of the AIPO paper as plain functions: one call per stage, artifacts on disk.
 
-Iteration k (1-based) starts from policy θ_{k-1} (the base model for k = 1, else
+Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model for k = 0, else
 `iter_{k-1}/policy`), which is also the reference:
 
-    self_instruct → instructions.jsonl     new prompts written by θ_{k-1}
-    generate      → candidates.jsonl       N samples per prompt from θ_{k-1}
+    self_instruct → instructions.jsonl     new prompts written by θ_k
+    generate      → candidates.jsonl       N samples per prompt from θ_k
     rank          → pairs.jsonl            judge scores, best/worst pairs, reference log-probs
-    train         → policy/                θ_k trained on the pairs, reference θ_{k-1}
-    evaluate      → eval/{benchmark}.jsonl θ_k against the benchmark baseline, + analysis
+    train         → policy/                θ_{k+1} trained on the pairs, reference θ_k
+    evaluate      → eval/{benchmark}.jsonl θ_{k+1} against the benchmark baseline, + analysis
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
@@ -53,13 +53,13 @@ class StageContext:
         self.emit({"kind": "progress", "fraction": max(0.0, min(1.0, fraction)), "message": message})
 
     def policy_in(self) -> str:
-        """θ_{k-1}: the policy this iteration samples from and uses as reference."""
-        if self.iteration == 1:
+        """θ_k: the policy this iteration samples from and uses as reference."""
+        if self.iteration == 0:
             return self.config.model
         return str(artifacts.iteration_dir(self.artifact_root, self.run_id, self.iteration - 1) / "policy")
 
     def policy_out(self) -> Path:
-        """θ_k: written by the train stage."""
+        """θ_{k+1}: written by the train stage."""
         return self.dir / "policy"
 
 
@@ -80,8 +80,8 @@ def _load_policy(ctx: StageContext, spec: str):
 
 
 def _imports_initial_pairs(ctx: StageContext) -> bool:
-    """Iteration 1 of a run seeded with an existing preference dataset skips sampling."""
-    return ctx.iteration == 1 and ctx.config.initial_pairs is not None
+    """Iteration 0 of a run seeded with an existing preference dataset skips sampling."""
+    return ctx.iteration == 0 and ctx.config.initial_pairs is not None
 
 
 def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
@@ -250,8 +250,8 @@ def run_stage(
     """Run one stage of one iteration (idempotent) and return its summary metrics."""
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"stage {stage!r} is unknown; expected one of {', '.join(STAGES)}")
-    if not 1 <= iteration <= config.iterations:
-        raise ValueError(f"iteration {iteration} is outside 1..{config.iterations}")
+    if not 0 <= iteration < config.iterations:
+        raise ValueError(f"iteration {iteration} is outside 0..{config.iterations - 1}")
     ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink)
     summary_path = stage_summary_path(ctx, stage)
     if artifacts.is_complete(summary_path):
@@ -281,7 +281,7 @@ def run(
     """
     artifacts.write_json_atomic(artifacts.run_dir(artifact_root, run_id) / "config.json", config.model_dump())
     history = []
-    for k in range(1, config.iterations + 1):
+    for k in range(config.iterations):
         summaries: dict[str, dict[str, Any]] = {}
         for stage in STAGES:
             summaries[stage] = run_stage(
