@@ -113,14 +113,21 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_generate(ctx: StageContext) -> dict[str, Any]:
-    from aipo_core.generation import HFGenerator, generate_candidates
+    from aipo_core.generation import generate_candidates, make_generator
+    from aipo_core.models import resolve_model_path
 
     if _imports_initial_pairs(ctx):
         artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", [])
         return {"skipped": "initial_pairs", "prompts": 0}
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
     model, tokenizer = _load_policy(ctx, ctx.policy_in())
-    generator = HFGenerator(model, tokenizer, batch_size=ctx.config.generation.batch_size)
+    generator = make_generator(
+        ctx.config.generation,
+        model,
+        tokenizer,
+        model_path=resolve_model_path(ctx.policy_in(), ctx.model_cache_dir),
+        trust_remote_code=ctx.config.trust_remote_code,
+    )
     records, stats = generate_candidates(
         instructions, generator, ctx.config.generation, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )

@@ -1,0 +1,552 @@
+"""Sample N candidate responses per instruction from the current policy (Algorithm 1, step 2).
+
+Two backends behind one `Generator` protocol:
+
+* `hf` (`HFGenerator`): transformers `generate` on the in-memory model. Prompts are batched with
+  left padding; the N candidates of a prompt share one prefill: the prompt is run through the model
+  once, its KV cache is repeated N times, and decoding continues for B·N rows (plain
+  `num_return_sequences=N` would prefill every prompt N times).
+* `vllm` (`VLLMGenerator`, optional `gpu` extra): vLLM in a spawned child process, so that all GPU
+  memory it grabs is released when the stage's generation is done and the trainer can use it.
+
+`generate_candidates` turns instructions.jsonl records into candidates.jsonl records.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from aipo_core.config import GenerationConfig
+
+Messages = list[dict[str, str]]
+Sink = Callable[[dict], None]
+BatchCallback = Callable[[int, "GenerationResult"], None]
+
+# End-of-turn markers of common chat formats. A model that does not emit its EOS token as a special
+# token sometimes writes one of these as text, or starts a new turn; everything from there is cut.
+END_MARKERS = (
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "</s>",
+)
+
+
+@dataclass
+class GenerationResult:
+    """Candidates for a list of prompts; every nested list is [n_prompts][n_candidates]."""
+
+    texts: list[list[str]]
+    lengths: list[list[int]]  # generated tokens per candidate, EOS excluded
+    finished: list[list[bool]]  # True when the candidate ended at EOS (not at max_new_tokens)
+    elapsed_s: float = 0.0
+    generated_tokens: int = 0  # tokens actually decoded (greedy decodes one copy per prompt)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def extend(self, other: GenerationResult) -> None:
+        """Append another batch's results (timings add up: batches run one after the other)."""
+        self.texts.extend(other.texts)
+        self.lengths.extend(other.lengths)
+        self.finished.extend(other.finished)
+        self.elapsed_s += other.elapsed_s
+        self.generated_tokens += other.generated_tokens
+
+
+class Generator(Protocol):
+    """Anything that samples `num_candidates` responses per chat prompt."""
+
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        num_candidates: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        on_batch: BatchCallback | None = None,
+    ) -> GenerationResult:
+        """`on_batch(prompts_done, batch_result)` is called after each internal batch (progress)."""
+        ...
+
+
+def clean_response(text: str, markers: Sequence[str] = END_MARKERS) -> str:
+    """Cut a decoded response at the first end marker written as text, drop a trailing partial
+    marker left by the token budget (e.g. "...<|im_"), and strip surrounding whitespace."""
+    cut = min((i for i in (text.find(m) for m in markers if m) if i >= 0), default=len(text))
+    text = text[:cut]
+    text = _strip_partial_marker(text, markers)
+    return text.strip()
+
+
+def _strip_partial_marker(text: str, markers: Sequence[str]) -> str:
+    longest = max((len(m) for m in markers), default=0)
+    # Prefixes of two characters or more ("</", "<|") only: a lone "<" may be legitimate text.
+    for size in range(min(longest - 1, len(text)), 1, -1):
+        tail = text[-size:]
+        if any(len(m) > size and m.startswith(tail) for m in markers):
+            return text[:-size]
+    return text
+
+
+def _check_sampling_args(num_candidates: int, temperature: float, top_p: float, max_new_tokens: int) -> None:
+    if num_candidates < 1:
+        raise ValueError(f"num_candidates must be >= 1, got {num_candidates}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+
+
+def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Messages]) -> list[str]:
+    """Chat-template each prompt and open the assistant turn (the text the policy continues)."""
+    return [
+        tokenizer.apply_chat_template(list(p), add_generation_prompt=True, tokenize=False) for p in prompts
+    ]
+
+
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every id that ends a response: the generation config's EOS (int or list) and the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
+    if not ids:
+        raise ValueError(
+            "the model has no EOS token id (generation_config.eos_token_id and tokenizer.eos_token)"
+        )
+    return sorted(set(ids))
+
+
+def _batch_seed(seed: int, first_prompt: int) -> int:
+    # Distinct, reproducible stream per batch; the multiplier keeps run seed s+1 from replaying
+    # run seed s shifted by one batch.
+    return (seed * 1_000_003 + first_prompt) % (2**63)
+
+
+@contextmanager
+def _inference(model: torch.nn.Module) -> Iterator[None]:
+    """No grad and eval mode (no dropout) while generating; the caller's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch for one batch without disturbing the caller's global RNG state."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass(eq=False, repr=False)
+class HFGenerator:
+    """Batched sampling with transformers `generate` (see module docstring for prefill sharing)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    batch_size: int = 8
+    share_prefill: bool = True
+    markers: tuple[str, ...] = field(default=END_MARKERS)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; batched generation needs one")
+        specials = [t for t in self.tokenizer.all_special_tokens if t]
+        self.markers = tuple(dict.fromkeys([*self.markers, *specials]))
+        self._eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self._end_ids = {*self._eos_ids, *self.tokenizer.all_special_ids}
+
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        num_candidates: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        on_batch: BatchCallback | None = None,
+    ) -> GenerationResult:
+        _check_sampling_args(num_candidates, temperature, top_p, max_new_tokens)
+        result = GenerationResult(texts=[], lengths=[], finished=[])
+        with _inference(self.model):
+            for start in range(0, len(prompts), self.batch_size):
+                batch = prompts[start : start + self.batch_size]
+                with _seeded(_batch_seed(seed, start), self.model.device):
+                    part = self._generate_batch(batch, num_candidates, temperature, top_p, max_new_tokens)
+                result.extend(part)
+                if on_batch is not None:
+                    on_batch(start + len(batch), part)
+        return result
+
+    def _generate_batch(
+        self, prompts: Sequence[Messages], n: int, temperature: float, top_p: float, max_new_tokens: int
+    ) -> GenerationResult:
+        started = time.perf_counter()
+        encoded = self.tokenizer(
+            render_prompts(self.tokenizer, prompts),
+            add_special_tokens=False,  # the chat template already wrote BOS where the model wants one
+            padding=True,
+            padding_side="left",  # decoding appends on the right, so real tokens must end flush
+            return_tensors="pt",
+        ).to(self.model.device)
+        greedy = temperature == 0
+        # Greedy decoding gives N identical candidates: decode one and copy it.
+        n_decoded = 1 if greedy else n
+        sequences = self._decode(
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            n_decoded,
+            self._gen_kwargs(temperature, top_p, max_new_tokens),
+        )  # [B * n_decoded, prompt_len + new_len]
+        new_tokens = sequences[:, encoded["input_ids"].shape[1] :].tolist()  # [B * n_decoded][new_len]
+        rows = [self._postprocess(tokens) for tokens in new_tokens]
+        elapsed = time.perf_counter() - started
+        texts, lengths, finished = [], [], []
+        for p in range(len(prompts)):
+            group = rows[p * n_decoded : (p + 1) * n_decoded] * (n // n_decoded)
+            texts.append([r[0] for r in group])
+            lengths.append([r[1] for r in group])
+            finished.append([r[2] for r in group])
+        generated = sum(r[1] for r in rows)
+        return GenerationResult(texts, lengths, finished, elapsed_s=elapsed, generated_tokens=generated)
+
+    def _gen_kwargs(self, temperature: float, top_p: float, max_new_tokens: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "eos_token_id": self._eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if temperature == 0:
+            return {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        # top_k=0 turns off transformers' default top-k of 50, so `top_p` alone truncates (as in vLLM).
+        return {**kwargs, "do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+
+    def _decode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int, kwargs: dict
+    ) -> torch.Tensor:
+        """input_ids, attention_mask: [B, L], left-padded.
+
+        Returns [B * n, L + new], the n rows of a prompt adjacent."""
+        if n == 1 or not self._can_share_prefill(input_ids):
+            return self.model.generate(
+                input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=n, **kwargs
+            )
+        cache = self._prefill(input_ids, attention_mask)
+        cache.batch_repeat_interleave(n)  # [B, ...] -> [B * n, ...], prompt-major like the rows below
+        # generate() sees a cache holding L-1 positions and only feeds the last prompt token.
+        return self.model.generate(
+            input_ids=input_ids.repeat_interleave(n, dim=0),  # [B * n, L]
+            attention_mask=attention_mask.repeat_interleave(n, dim=0),  # [B * n, L]
+            cache=cache,
+            **kwargs,
+        )
+
+    def _can_share_prefill(self, input_ids: torch.Tensor) -> bool:
+        params = inspect.signature(self.model.forward).parameters
+        return (
+            self.share_prefill
+            and input_ids.shape[1] > 1
+            and not self.model.config.is_encoder_decoder
+            and "cache" in params
+        )
+
+    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DynamicCache:
+        """Run prompt tokens 0..L-2 once and return their KV cache ([B, heads, L-1, dim] per layer)."""
+        cache = DynamicCache(config=self.model.config)
+        # Positions count real tokens only, as generate() does, so left padding does not shift them.
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]
+        extra = (
+            {"logits_to_keep": 1}
+            if "logits_to_keep" in inspect.signature(self.model.forward).parameters
+            else {}
+        )
+        self.model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            cache=cache,
+            use_cache=True,
+            **extra,
+        )
+        return cache
+
+    def _postprocess(self, tokens: list[int]) -> tuple[str, int, bool]:
+        """New tokens of one row -> (clean text, tokens before the end, ended by a special token).
+
+        The response ends at EOS, or at any other special token (e.g. a model that skips its
+        end-of-turn and opens a new turn): decoding with skip_special_tokens would silently glue
+        the next turn onto the response instead.
+        """
+        end = next((i for i, t in enumerate(tokens) if t in self._end_ids), None)
+        length = len(tokens) if end is None else end
+        text = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        return clean_response(text, self.markers), length, end is not None
+
+
+@dataclass(frozen=True)
+class _VLLMRequest:
+    """Everything the vLLM child process needs (picklable: it crosses a spawn boundary)."""
+
+    model_path: str
+    prompt_token_ids: list[list[int]]
+    num_candidates: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+    eos_token_ids: list[int]
+    trust_remote_code: bool
+    dtype: str
+    gpu_memory_utilization: float
+    max_model_len: int | None
+
+
+def _vllm_generate_in_subprocess(request: _VLLMRequest) -> tuple[list[list[tuple[str, int, bool]]], float]:
+    """Runs in a spawned child: load vLLM, sample, return [prompt][candidate] (text, length, finished)
+    and the sampling time. The child exits afterwards, which frees every byte of GPU memory."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=request.model_path,
+        seed=request.seed,
+        dtype=request.dtype,
+        trust_remote_code=request.trust_remote_code,
+        gpu_memory_utilization=request.gpu_memory_utilization,
+        max_model_len=request.max_model_len,
+    )
+    greedy = request.temperature == 0
+    params = SamplingParams(
+        n=1 if greedy else request.num_candidates,  # greedy candidates are identical: decode one
+        temperature=request.temperature,
+        top_p=1.0 if greedy else request.top_p,
+        max_tokens=request.max_new_tokens,
+        seed=request.seed,
+        stop_token_ids=request.eos_token_ids,
+        skip_special_tokens=True,
+    )
+    started = time.perf_counter()
+    outputs = llm.generate(
+        [{"prompt_token_ids": ids} for ids in request.prompt_token_ids], params, use_tqdm=False
+    )
+    elapsed = time.perf_counter() - started
+    eos = set(request.eos_token_ids)
+    rows = []
+    for output in outputs:
+        candidates = []
+        for completion in output.outputs:
+            token_ids = list(completion.token_ids)
+            stopped = completion.finish_reason == "stop"
+            length = len(token_ids) - (1 if stopped and token_ids and token_ids[-1] in eos else 0)
+            candidates.append((completion.text, length, stopped))
+        rows.append(candidates * (request.num_candidates // len(candidates)))
+    return rows, elapsed
+
+
+@dataclass(eq=False, repr=False)
+class VLLMGenerator:
+    """vLLM sampling of a saved model folder, in a child process (module docstring)."""
+
+    model_path: str | Path
+    tokenizer: PreTrainedTokenizerBase
+    eos_ids: list[int]
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None
+    markers: tuple[str, ...] = field(default=END_MARKERS)
+
+    def __post_init__(self) -> None:
+        require_vllm()
+
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        *,
+        num_candidates: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        on_batch: BatchCallback | None = None,
+    ) -> GenerationResult:
+        _check_sampling_args(num_candidates, temperature, top_p, max_new_tokens)
+        token_ids = [
+            self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            for text in render_prompts(self.tokenizer, prompts)
+        ]
+        request = _VLLMRequest(
+            model_path=str(self.model_path),
+            prompt_token_ids=token_ids,
+            num_candidates=num_candidates,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            eos_token_ids=self.eos_ids,
+            trust_remote_code=self.trust_remote_code,
+            dtype=self.dtype,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_len,
+        )
+        # spawn, not fork: a forked child would inherit the parent's CUDA state, which CUDA forbids.
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows, elapsed = pool.submit(_vllm_generate_in_subprocess, request).result()
+        result = GenerationResult(
+            texts=[[clean_response(t, self.markers) for t, _, _ in row] for row in rows],
+            lengths=[[n for _, n, _ in row] for row in rows],
+            finished=[[f for _, _, f in row] for row in rows],
+            elapsed_s=elapsed,
+            generated_tokens=sum(n for row in rows for _, n, _ in row[: 1 if temperature == 0 else None]),
+        )
+        if on_batch is not None:
+            on_batch(len(prompts), result)
+        return result
+
+
+def require_vllm() -> None:
+    """Fail early, in the parent process, with an actionable message when vLLM is missing."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ImportError(
+            "generation.backend 'vllm' needs vLLM, which is not installed. Install the GPU extra "
+            "(pip install 'aipo-lab[gpu]') or use generation.backend: hf."
+        )
+
+
+def make_generator(
+    config: GenerationConfig,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    model_path: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> Generator:
+    """The generator selected by `config.backend`. vLLM loads weights itself, from `model_path`
+    (the policy's `save_pretrained` folder, tokenizer included)."""
+    if config.backend == "hf":
+        return HFGenerator(model, tokenizer, batch_size=config.batch_size)
+    if config.backend == "vllm":
+        require_vllm()
+        if model_path is None:
+            raise ValueError("generation.backend 'vllm' needs model_path (a save_pretrained folder)")
+        return VLLMGenerator(
+            model_path,
+            tokenizer,
+            eos_ids=eos_token_ids(model, tokenizer),
+            trust_remote_code=trust_remote_code,
+        )
+    raise ValueError(f"generation.backend: unknown backend {config.backend!r} (expected 'hf' or 'vllm')")
+
+
+def _validated_instructions(instructions: Sequence[dict]) -> list[tuple[str, str]]:
+    pairs = []
+    for i, record in enumerate(instructions):
+        rid, text = record.get("id"), record.get("instruction")
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"instructions[{i}].id: expected a non-empty string, got {rid!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"instructions[{i}].instruction: expected a non-empty string, got {text!r}")
+        pairs.append((rid, text))
+    return pairs
+
+
+def _length_stats(result: GenerationResult) -> dict[str, float]:
+    """Throughput and candidate-length summary (0.0 when there is nothing to summarise)."""
+    flat = [n for row in result.lengths for n in row]
+    done = [f for row in result.finished for f in row]
+    return {
+        "tokens_per_s": result.tokens_per_s,
+        "length_mean": sum(flat) / len(flat) if flat else 0.0,
+        "length_min": float(min(flat, default=0)),
+        "length_max": float(max(flat, default=0)),
+        "finished_fraction": sum(done) / len(done) if done else 0.0,
+    }
+
+
+def generate_candidates(
+    instructions: Sequence[dict],
+    generator: Generator,
+    config: GenerationConfig,
+    *,
+    seed: int,
+    sink: Sink | None = None,
+) -> tuple[list[dict], dict[str, float]]:
+    """instructions.jsonl records -> (candidates.jsonl records, summary stats).
+
+    Each instruction becomes one user turn. The stats are throughput (`tokens_per_s`,
+    `generated_tokens`, `elapsed_s`) and candidate lengths in tokens (`length_mean|min|max`,
+    `finished_fraction` = share that stopped at EOS rather than at max_new_tokens). With a `sink`,
+    every generator batch emits a progress event and a `generate/*` metric event (step = batch
+    index), and the end a `generate/total_*` metric event with the stats.
+    """
+    validated = _validated_instructions(instructions)
+    prompts = [[{"role": "user", "content": text}] for _, text in validated]
+    batches = 0
+
+    def on_batch(done: int, part: GenerationResult) -> None:
+        nonlocal batches
+        if sink is not None:
+            values = {f"generate/{k}": v for k, v in _length_stats(part).items()}
+            sink({"kind": "metric", "step": batches, "values": values})
+            message = f"generated {done}/{len(prompts)}"
+            sink({"kind": "progress", "fraction": done / len(prompts), "message": message})
+        batches += 1
+
+    result = generator.generate(
+        prompts,
+        num_candidates=config.num_candidates,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=seed,
+        on_batch=on_batch,
+    )
+    stats = {
+        **_length_stats(result),
+        "generated_tokens": result.generated_tokens,
+        "elapsed_s": result.elapsed_s,
+    }
+    if sink is not None:
+        sink(
+            {
+                "kind": "metric",
+                "step": batches,
+                "values": {f"generate/total_{k}": v for k, v in stats.items()},
+            }
+        )
+    records = [
+        {"id": rid, "instruction": text, "prompt": prompt, "candidates": texts, "lengths": lengths}
+        for (rid, text), prompt, texts, lengths in zip(
+            validated, prompts, result.texts, result.lengths, strict=True
+        )
+    ]
+    return records, stats

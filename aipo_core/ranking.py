@@ -1,0 +1,577 @@
+"""Judge candidates and turn judgements into preference pairs (Algorithm 1, step 3).
+
+A `Ranker` scores every candidate of a prompt (higher = better) and compares two outputs
+(`pairwise_preference`, also used by evaluation to judge model output vs baseline output).
+Backends:
+
+* `pairrm` — PairRM through llm-blender (`PairRMRanker`), the paper's judge;
+* `reward_model` — any sequence-classification reward model (`RewardModelRanker`);
+* `llm_judge` — a causal LM asked "A or B?" in both orders (`LLMJudgeRanker`); with
+  `model: policy` the policy judges its own samples (self-rewarding).
+
+`select_pairs` keeps best vs worst per prompt and applies DESIGN.md §1's pair filters.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from aipo_core.pairrm_compat import import_llm_blender
+
+Sink = Callable[[dict], None]
+RANKER_KINDS = ("pairrm", "reward_model", "llm_judge")
+PAIRRM_HUB_ID = "llm-blender/PairRM"
+POLICY = "policy"
+
+
+class Ranker(ABC):
+    """Scores candidates of a prompt; all methods are batched over prompts."""
+
+    batch_size: int = 8
+
+    @abstractmethod
+    def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """scores[i][j] for candidate j of prompt i; only the order within a prompt is meaningful."""
+
+    @abstractmethod
+    def pairwise_preferences(
+        self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
+    ) -> list[float]:
+        """P(output_a is better than output_b) per prompt, in [0, 1]; 0.5 = no preference."""
+
+    def score(self, prompt: str, candidates: Sequence[str]) -> list[float]:
+        return self.score_batch([prompt], [candidates])[0]
+
+    def pairwise_preference(self, prompt: str, output_a: str, output_b: str) -> float:
+        return self.pairwise_preferences([prompt], [output_a], [output_b])[0]
+
+
+def _check_lengths(**named: Sequence[Any]) -> None:
+    sizes = {name: len(seq) for name, seq in named.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"length mismatch: {sizes}")
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextmanager
+def _inference(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode + no grad, restoring the caller's mode (the policy may be judging itself mid-run)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- PairRM
+
+
+class PairRMRanker(Ranker):
+    """PairRM (llm-blender). Candidate score: PairRM's "max_logits" aggregate of the full comparison
+    matrix, mean_j (logit[i, j] − logit[j, i]) — how strongly i beats the others, both orders."""
+
+    def __init__(self, path_or_id: str = PAIRRM_HUB_ID, *, batch_size: int = 8, device: str | None = None):
+        llm_blender = import_llm_blender()
+        self.batch_size = batch_size
+        self.device = device or _default_device()
+        folder = _pairrm_folder(path_or_id)
+        with warnings.catch_warnings():
+            # llm-blender decodes its RankerConfig with None for optional fields; dataclasses-json
+            # warns about each one, which says nothing about the checkpoint.
+            warnings.filterwarnings("ignore", category=RuntimeWarning, module="dataclasses_json")
+            self.blender = llm_blender.Blender(llm_blender.BlenderConfig(device=self.device, use_tqdm=False))
+            self.blender.loadranker(str(folder), device=self.device, cache_dir=_hf_cache_dir())
+
+    def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_lengths(prompts=prompts, candidates=candidates)
+        scores: list[list[float]] = [[] for _ in prompts]
+        # Blender.rank needs the same candidate count in a call: group prompts by count.
+        by_count: dict[int, list[int]] = {}
+        for i, cands in enumerate(candidates):
+            by_count.setdefault(len(cands), []).append(i)
+        for count, indices in by_count.items():
+            if count < 2:
+                for i in indices:
+                    scores[i] = [0.0] * count
+                continue
+            matrix = self.blender.rank(
+                [prompts[i] for i in indices],
+                [list(candidates[i]) for i in indices],
+                return_scores=True,
+                batch_size=self.batch_size,
+                disable_tqdm=True,
+            )  # [len(indices), count]
+            for row, i in zip(matrix.tolist(), indices, strict=True):
+                scores[i] = [float(s) for s in row]
+        return scores
+
+    def pairwise_preferences(
+        self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
+    ) -> list[float]:
+        _check_lengths(prompts=prompts, outputs_a=outputs_a, outputs_b=outputs_b)
+        if not prompts:
+            return []
+        # mode [A,B]+[B,A] returns logit(A,B) − logit(B,A): twice the order-averaged logit.
+        logits = self.blender.compare(
+            list(prompts),
+            list(outputs_a),
+            list(outputs_b),
+            batch_size=self.batch_size,
+            return_logits=True,
+            mode="[A,B]+[B,A]",
+            disable_tqdm=True,
+        )
+        return [_sigmoid(float(x) / 2) for x in logits]
+
+
+def _hf_cache_dir() -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    return str(HF_HUB_CACHE)
+
+
+def _pairrm_folder(path_or_id: str) -> Path:
+    """A local PairRM folder (config.json = llm-blender RankerConfig + weights); hub ids are fetched
+    into the normal Hugging Face cache (which honours offline mode)."""
+    local = Path(path_or_id).expanduser()
+    if not local.exists():
+        from huggingface_hub import snapshot_download
+
+        local = Path(snapshot_download(path_or_id))
+    if not (local / "config.json").is_file():
+        raise FileNotFoundError(
+            f"ranker.model: {local} has no config.json (expected a PairRM/llm-blender folder)"
+        )
+    return local
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+# --------------------------------------------------------------------------- reward model
+
+
+class RewardModelRanker(Ranker):
+    """Score = the single logit of a sequence-classification reward model on (prompt, response).
+
+    With a chat template the pair is formatted as a user/assistant conversation (how chat RMs are
+    trained); without one it is a text pair, as for DeBERTa-style RMs.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int = 8,
+        max_length: int = 2048,
+    ):
+        if model.config.num_labels != 1:
+            raise ValueError(
+                "ranker.model: a reward model has one output logit, "
+                f"this one has num_labels={model.config.num_labels}"
+            )
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if model.config.pad_token_id is None:
+            # Causal-LM classifiers find each row's last real token through pad_token_id.
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @classmethod
+    def from_pretrained(
+        cls, spec: str, *, batch_size: int = 8, trust_remote_code: bool = False, device: str | None = None
+    ) -> RewardModelRanker:
+        model = AutoModelForSequenceClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        return cls(model.to(device or _default_device()), tokenizer, batch_size=batch_size)
+
+    def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """One reward per (prompt, response) pair."""
+        _check_lengths(prompts=prompts, responses=responses)
+        out: list[float] = []
+        with _inference(self.model):
+            for start in range(0, len(prompts), self.batch_size):
+                batch = self._encode(
+                    prompts[start : start + self.batch_size], responses[start : start + self.batch_size]
+                )
+                logits = self.model(**batch.to(self.model.device)).logits  # [b, 1]
+                out.extend(logits[:, 0].float().tolist())
+        return out
+
+    def _encode(self, prompts: Sequence[str], responses: Sequence[str]) -> Any:
+        common = {"padding": True, "truncation": True, "max_length": self.max_length, "return_tensors": "pt"}
+        if self.tokenizer.chat_template is None:
+            return self.tokenizer(list(prompts), list(responses), **common)
+        texts = [
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, r in zip(prompts, responses, strict=True)
+        ]
+        return self.tokenizer(texts, add_special_tokens=False, **common)
+
+    def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_lengths(prompts=prompts, candidates=candidates)
+        flat_prompts = [p for p, cands in zip(prompts, candidates, strict=True) for _ in cands]
+        flat = self.rewards(flat_prompts, [c for cands in candidates for c in cands])
+        out, pos = [], 0
+        for cands in candidates:
+            out.append(flat[pos : pos + len(cands)])
+            pos += len(cands)
+        return out
+
+    def pairwise_preferences(
+        self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
+    ) -> list[float]:
+        _check_lengths(prompts=prompts, outputs_a=outputs_a, outputs_b=outputs_b)
+        rewards = self.rewards([*prompts, *prompts], [*outputs_a, *outputs_b])
+        n = len(prompts)
+        # Bradley–Terry: P(a > b) = σ(r_a − r_b).
+        return [_sigmoid(ra - rb) for ra, rb in zip(rewards[:n], rewards[n:], strict=True)]
+
+
+# --------------------------------------------------------------------------- LLM as a judge
+
+JUDGE_TEMPLATE = (
+    "You are comparing two responses to the same instruction. Decide which response follows the "
+    "instruction better: more helpful, correct, relevant and clear. Ignore the order in which they "
+    "are shown and do not prefer a response just because it is longer.\n\n"
+    "### Instruction:\n{instruction}\n\n"
+    "### Response A:\n{response_a}\n\n"
+    "### Response B:\n{response_b}\n\n"
+    "Which response is better? Answer with a single letter: A or B."
+)
+
+
+class LLMJudgeRanker(Ranker):
+    """Pairwise judge from a causal LM's next-token probabilities of "A" vs "B".
+
+    Each pair is judged in both orders and averaged, P(a > b) = ½·(P_A(a, b) + 1 − P_A(b, a)),
+    which cancels position bias and makes P(a > b) + P(b > a) = 1 exactly. A candidate's score is
+    its mean preference over every other candidate of the prompt (round robin).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        batch_size: int = 8,
+        template: str = JUDGE_TEMPLATE,
+    ):
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the judge tokenizer has no pad token; batched judging needs one")
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.template = batch_size, template
+        self._label_ids = (_label_token_ids(tokenizer, "A"), _label_token_ids(tokenizer, "B"))
+        if set(self._label_ids[0]) & set(self._label_ids[1]):
+            raise ValueError("the judge tokenizer maps 'A' and 'B' to a shared token")
+        # Only the last position's logits are needed; skipping the rest saves a [b, L, V] tensor.
+        accepts = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self._last_logit_only = {"logits_to_keep": 1} if accepts else {}
+
+    def prob_first_better(
+        self, prompts: Sequence[str], firsts: Sequence[str], seconds: Sequence[str]
+    ) -> list[float]:
+        """P(label A) when `firsts` is shown as Response A and `seconds` as Response B (one order)."""
+        texts = [
+            self.tokenizer.apply_chat_template(
+                [
+                    {
+                        "role": "user",
+                        "content": self.template.format(instruction=p, response_a=a, response_b=b),
+                    }
+                ],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for p, a, b in zip(prompts, firsts, seconds, strict=True)
+        ]
+        out: list[float] = []
+        with _inference(self.model):
+            for start in range(0, len(texts), self.batch_size):
+                out.extend(self._prob_a(texts[start : start + self.batch_size]))
+        return out
+
+    def _prob_a(self, texts: list[str]) -> list[float]:
+        encoded = self.tokenizer(
+            texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt"
+        ).to(self.model.device)
+        mask = encoded["attention_mask"]  # [b, L]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [b, L]: real-token positions under left padding
+        logits = (
+            self.model(
+                input_ids=encoded["input_ids"],
+                attention_mask=mask,
+                position_ids=positions,
+                **self._last_logit_only,
+            )
+            .logits[:, -1, :]
+            .float()
+        )  # [b, V]: the first token of the judge's answer
+        logprobs = torch.log_softmax(logits, dim=-1)  # [b, V]
+        label_a = torch.logsumexp(logprobs[:, self._label_ids[0]], dim=-1)  # [b]
+        label_b = torch.logsumexp(logprobs[:, self._label_ids[1]], dim=-1)  # [b]
+        return torch.sigmoid(label_a - label_b).tolist()  # P(A | answer is A or B)
+
+    def pairwise_preferences(
+        self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
+    ) -> list[float]:
+        _check_lengths(prompts=prompts, outputs_a=outputs_a, outputs_b=outputs_b)
+        n = len(prompts)
+        both = self.prob_first_better(
+            [*prompts, *prompts], [*outputs_a, *outputs_b], [*outputs_b, *outputs_a]
+        )
+        return [(ab + 1.0 - ba) / 2 for ab, ba in zip(both[:n], both[n:], strict=True)]
+
+    def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        _check_lengths(prompts=prompts, candidates=candidates)
+        jobs = [
+            (i, j, k) for i, cands in enumerate(candidates) for j, k in combinations(range(len(cands)), 2)
+        ]
+        prefs = self.pairwise_preferences(
+            [prompts[i] for i, _, _ in jobs],
+            [candidates[i][j] for i, j, _ in jobs],
+            [candidates[i][k] for i, _, k in jobs],
+        )
+        totals = [[0.0] * len(cands) for cands in candidates]
+        for (i, j, k), p in zip(jobs, prefs, strict=True):
+            totals[i][j] += p
+            totals[i][k] += 1.0 - p
+        return [[t / max(len(row) - 1, 1) for t in row] for row in totals]
+
+
+def _label_token_ids(tokenizer: PreTrainedTokenizerBase, label: str) -> list[int]:
+    """Token ids that spell the label as the answer's first token: "A" and " A" where each is a
+    single token (tokenizers differ on whether the answer starts with a space)."""
+    encodings = [tokenizer.encode(form, add_special_tokens=False) for form in (label, f" {label}")]
+    single = {ids[0] for ids in encodings if len(ids) == 1}
+    return sorted(single) or [encodings[0][0]]
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def make_ranker(
+    kind: str,
+    model_spec: str,
+    *,
+    policy: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+    batch_size: int = 8,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> Ranker:
+    """Build the ranker a `RankerConfig`/`JudgeConfig` describes.
+
+    `model_spec == "policy"` means the current policy (`policy=(model, tokenizer)`) for
+    `llm_judge`, and the published PairRM checkpoint for `pairrm`.
+    """
+    if kind == "pairrm":
+        return PairRMRanker(
+            PAIRRM_HUB_ID if model_spec == POLICY else model_spec, batch_size=batch_size, device=device
+        )
+    if kind == "reward_model":
+        if model_spec == POLICY:
+            raise ValueError(
+                "ranker.model: kind 'reward_model' needs a reward model id or path, not 'policy'"
+            )
+        return RewardModelRanker.from_pretrained(
+            model_spec, batch_size=batch_size, trust_remote_code=trust_remote_code, device=device
+        )
+    if kind == "llm_judge":
+        if model_spec == POLICY:
+            if policy is None:
+                raise ValueError(
+                    "ranker.model: 'policy' needs the policy (model, tokenizer) passed as policy="
+                )
+            model, tokenizer = policy
+        else:
+            from aipo_core.models import load_model_and_tokenizer
+
+            model, tokenizer = load_model_and_tokenizer(
+                model_spec, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+            )
+            model = model.to(device or _default_device())
+        return LLMJudgeRanker(model, tokenizer, batch_size=batch_size)
+    raise ValueError(f"ranker.kind: unknown kind {kind!r} (expected one of {', '.join(RANKER_KINDS)})")
+
+
+# --------------------------------------------------------------------------- ranking + pairs
+
+
+def record_instruction(record: dict) -> str:
+    """The text a judge sees as the prompt: the instruction (else the last user turn)."""
+    if isinstance(record.get("instruction"), str):
+        return record["instruction"]
+    users = [m["content"] for m in record.get("prompt", []) if m.get("role") == "user"]
+    if not users:
+        raise ValueError(f"candidate record {record.get('id')!r}: no instruction and no user turn in prompt")
+    return users[-1]
+
+
+def rank_candidates(
+    candidate_records: Sequence[dict], ranker: Ranker, *, sink: Sink | None = None
+) -> list[list[float]]:
+    """Scores for every candidate of every record ([n_records][n_candidates]), in chunks of
+    `ranker.batch_size` records so progress can be reported."""
+    scores: list[list[float]] = []
+    chunk = max(ranker.batch_size, 1)
+    total = len(candidate_records)
+    for start in range(0, total, chunk):
+        records = candidate_records[start : start + chunk]
+        scores.extend(
+            ranker.score_batch([record_instruction(r) for r in records], [r["candidates"] for r in records])
+        )
+        if sink is not None:
+            done = start + len(records)
+            sink({"kind": "progress", "fraction": done / total, "message": f"ranked {done}/{total}"})
+    if sink is not None and scores:
+        spreads = [max(row) - min(row) for row in scores if row]
+        sink({"kind": "metric", "step": 0, "values": {"rank/score_spread_mean": sum(spreads) / len(spreads)}})
+    return scores
+
+
+DROP_REASONS = (
+    "too_few_candidates",
+    "tie",
+    "identical_texts",
+    "empty_chosen",
+    "prompt_too_long",
+    "response_too_long",
+    "url_in_chosen",
+)
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+", re.IGNORECASE)
+
+
+def contains_url(text: str) -> bool:
+    return _URL.search(text) is not None
+
+
+def _token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: list[dict]) -> int:
+    """Tokens of the prompt as the trainer feeds it: chat template with the assistant turn opened."""
+    return _token_count(
+        tokenizer, tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    )
+
+
+def _drop_reason(
+    record: dict,
+    row: Sequence[float],
+    best: int,
+    worst: int,
+    lengths: tuple[int, int, int],
+    max_prompt_tokens: int,
+    max_response_tokens: int | None,
+    tie_tolerance: float,
+) -> str | None:
+    """The first pair filter the best/worst pair fails (DROP_REASONS order, after the candidate
+    count checked by the caller), else None."""
+    candidates = record["candidates"]
+    prompt_len, chosen_len, rejected_len = lengths
+    checks = (
+        ("tie", row[best] - row[worst] <= tie_tolerance),
+        ("identical_texts", candidates[best].strip() == candidates[worst].strip()),
+        ("empty_chosen", not candidates[best].strip()),
+        ("prompt_too_long", prompt_len > max_prompt_tokens),
+        (
+            "response_too_long",
+            max_response_tokens is not None and max(chosen_len, rejected_len) > max_response_tokens,
+        ),
+        ("url_in_chosen", contains_url(candidates[best])),
+    )
+    return next((reason for reason, failed in checks if failed), None)
+
+
+def _validate_scores(candidate_records: Sequence[dict], scores: Sequence[Sequence[float]]) -> None:
+    if len(scores) != len(candidate_records):
+        raise ValueError(f"scores: {len(scores)} rows for {len(candidate_records)} candidate records")
+    for i, (record, row) in enumerate(zip(candidate_records, scores, strict=True)):
+        if len(row) != len(record.get("candidates", [])):
+            raise ValueError(
+                f"scores[{i}]: {len(row)} scores for {len(record.get('candidates', []))} candidates"
+            )
+        if any(not math.isfinite(s) for s in row):
+            raise ValueError(f"scores[{i}]: non-finite score in {list(row)}")
+
+
+def select_pairs(
+    candidate_records: Sequence[dict],
+    scores: Sequence[Sequence[float]],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_tokens: int = 512,
+    max_response_tokens: int | None = None,
+    tie_tolerance: float = 1e-6,
+) -> tuple[list[dict], dict[str, int]]:
+    """chosen = highest-scored candidate, rejected = lowest; pairs failing a filter are dropped.
+
+    Returns pairs.jsonl records (without the ref_* fields, which the rank stage adds from the
+    reference model) and how many prompts each reason in `DROP_REASONS` dropped. Lengths are in
+    tokens of `tokenizer` (the policy's); `max_response_tokens` None = no response budget.
+    """
+    _validate_scores(candidate_records, scores)
+    drops = dict.fromkeys(DROP_REASONS, 0)
+    pairs = []
+    for record, row in zip(candidate_records, scores, strict=True):
+        candidates = record["candidates"]
+        if len(candidates) < 2:
+            drops["too_few_candidates"] += 1
+            continue
+        best = max(range(len(row)), key=row.__getitem__)
+        worst = min(range(len(row)), key=row.__getitem__)
+        lengths = (
+            _prompt_tokens(tokenizer, record["prompt"]),
+            _token_count(tokenizer, candidates[best]),
+            _token_count(tokenizer, candidates[worst]),
+        )
+        reason = _drop_reason(
+            record, row, best, worst, lengths, max_prompt_tokens, max_response_tokens, tie_tolerance
+        )
+        if reason is not None:
+            drops[reason] += 1
+            continue
+        pairs.append(
+            {
+                "id": record["id"],
+                "prompt": record["prompt"],
+                "chosen": [{"role": "assistant", "content": candidates[best]}],
+                "rejected": [{"role": "assistant", "content": candidates[worst]}],
+                "score_chosen": float(row[best]),
+                "score_rejected": float(row[worst]),
+                "chosen_length": lengths[1],
+                "rejected_length": lengths[2],
+                "chosen_chars": len(candidates[best]),
+                "rejected_chars": len(candidates[worst]),
+            }
+        )
+    return pairs, drops

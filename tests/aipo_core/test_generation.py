@@ -1,0 +1,197 @@
+"""Candidate generation: batching, seeding, greedy decoding, left padding, EOS, cleaning, records."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from aipo_core.config import GenerationConfig
+from aipo_core.generation import (
+    GenerationResult,
+    HFGenerator,
+    clean_response,
+    generate_candidates,
+    make_generator,
+)
+from aipo_core.models import load_model_and_tokenizer
+
+PROMPTS = [
+    [{"role": "user", "content": "Write a short poem about the sea."}],
+    [{"role": "user", "content": "Hi"}],
+    [{"role": "user", "content": "Explain how photosynthesis works in simple terms, step by step, please."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model_and_tokenizer("tiny-random-llama", cache_dir=tmp_path_factory.mktemp("models"))
+
+
+def _generate(generator, prompts=PROMPTS, **overrides) -> GenerationResult:
+    args = {"num_candidates": 3, "temperature": 1.0, "top_p": 0.9, "max_new_tokens": 8, "seed": 0}
+    return generator.generate(prompts, **{**args, **overrides})
+
+
+def test_result_shapes_and_lengths(tiny):
+    result = _generate(HFGenerator(*tiny, batch_size=2), max_new_tokens=6)
+    assert len(result.texts) == len(result.lengths) == len(result.finished) == len(PROMPTS)
+    assert all(len(row) == 3 for row in result.texts + result.lengths + result.finished)
+    for lengths, finished in zip(result.lengths, result.finished, strict=True):
+        for n, done in zip(lengths, finished, strict=True):
+            assert 0 <= n <= 6
+            assert done or n == 6  # a candidate that did not stop at EOS used the whole budget
+    assert result.generated_tokens == sum(map(sum, result.lengths))
+    assert result.tokens_per_s > 0
+
+
+def test_same_seed_reproduces_and_other_seed_differs(tiny):
+    generator = HFGenerator(*tiny, batch_size=2)
+    first, again, other = (
+        _generate(generator, seed=7),
+        _generate(generator, seed=7),
+        _generate(generator, seed=8),
+    )
+    assert first.texts == again.texts
+    assert first.texts != other.texts
+    assert len({tuple(row) for row in first.texts}) == len(PROMPTS)
+    assert len(set(first.texts[0])) > 1  # sampled candidates of one prompt differ
+
+
+def test_generation_leaves_global_rng_and_training_mode_alone(tiny):
+    model, tokenizer = tiny
+    model.train()
+    state = torch.random.get_rng_state()
+    try:
+        _generate(HFGenerator(model, tokenizer), max_new_tokens=2)
+        assert model.training
+        assert torch.equal(torch.random.get_rng_state(), state)
+    finally:
+        model.eval()
+
+
+def test_greedy_is_deterministic_and_gives_identical_candidates(tiny):
+    generator = HFGenerator(*tiny, batch_size=3)
+    a, b = _generate(generator, temperature=0.0, seed=1), _generate(generator, temperature=0.0, seed=2)
+    assert a.texts == b.texts
+    assert all(len(set(row)) == 1 for row in a.texts)
+    assert a.generated_tokens == sum(row[0] for row in a.lengths)  # one copy decoded per prompt
+
+
+def test_left_padded_batch_matches_one_prompt_at_a_time(tiny):
+    batched = _generate(
+        HFGenerator(*tiny, batch_size=3), temperature=0.0, num_candidates=2, max_new_tokens=10
+    )
+    single = _generate(HFGenerator(*tiny, batch_size=1), temperature=0.0, num_candidates=2, max_new_tokens=10)
+    assert batched.texts == single.texts
+    assert batched.lengths == single.lengths
+
+
+def test_shared_prefill_samples_exactly_like_per_candidate_prefill(tiny):
+    shared = _generate(HFGenerator(*tiny, batch_size=3, share_prefill=True), seed=3)
+    separate = _generate(HFGenerator(*tiny, batch_size=3, share_prefill=False), seed=3)
+    assert shared.texts == separate.texts
+
+
+def test_stops_at_eos_and_excludes_it_from_length(tiny):
+    model, tokenizer = tiny
+    prompt = PROMPTS[:1]
+    free = model.generate(
+        **tokenizer(
+            tokenizer.apply_chat_template(prompt[0], add_generation_prompt=True, tokenize=False),
+            add_special_tokens=False,
+            return_tensors="pt",
+        ),
+        max_new_tokens=6,
+        do_sample=False,
+    )
+    tokens = free[0, -6:].tolist()
+    stop_token = tokens[3]  # pretend the 4th greedy token is the end of turn
+    stop_at = tokens.index(stop_token)
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = stop_token
+    try:
+        result = _generate(HFGenerator(model, tokenizer), prompts=prompt, temperature=0.0, max_new_tokens=6)
+    finally:
+        model.generation_config.eos_token_id = original
+    assert result.lengths[0] == [stop_at] * 3
+    assert result.finished[0] == [True] * 3
+    expected = clean_response(tokenizer.decode(tokens[:stop_at], skip_special_tokens=True))
+    assert result.texts[0][0] == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("  Paris is the capital.\n", "Paris is the capital."),
+        ("Paris.<|im_end|>\n<|im_start|>user\nmore", "Paris."),
+        ("Answer: yes</s> trailing", "Answer: yes"),
+        ("The answer is 4 <|im_", "The answer is 4"),
+        ("cut mid marker </", "cut mid marker"),
+        ("x < y holds", "x < y holds"),
+        ("ends with a less-than <", "ends with a less-than <"),
+        ("", ""),
+    ],
+)
+def test_clean_response(raw, clean):
+    assert clean_response(raw) == clean
+
+
+def test_generate_candidates_records_and_sink_events(tiny):
+    instructions = [
+        {"id": "i0", "instruction": "Write a short poem about the sea.", "source": "pool"},
+        {"id": "i1", "instruction": "Hi", "source": "self_instruct"},
+        {"id": "i2", "instruction": "Give three tips for staying healthy.", "source": "pool"},
+    ]
+    config = GenerationConfig(num_candidates=2, max_new_tokens=4, batch_size=2)
+    events = []
+    records, stats = generate_candidates(
+        instructions, make_generator(config, *tiny), config, seed=0, sink=events.append
+    )
+    assert [r["id"] for r in records] == ["i0", "i1", "i2"]
+    for record, source in zip(records, instructions, strict=True):
+        assert record["prompt"] == [{"role": "user", "content": source["instruction"]}]
+        assert record["instruction"] == source["instruction"]
+        assert len(record["candidates"]) == len(record["lengths"]) == 2
+        assert all(isinstance(n, int) and 0 <= n <= 4 for n in record["lengths"])
+    progress = [e["fraction"] for e in events if e["kind"] == "progress"]
+    metrics = [e for e in events if e["kind"] == "metric"]
+    assert progress == pytest.approx([2 / 3, 1.0])
+    assert [m["step"] for m in metrics] == [0, 1, 2]
+    assert metrics[0]["values"]["generate/tokens_per_s"] > 0
+    assert stats["generated_tokens"] == sum(n for r in records for n in r["lengths"])
+    assert metrics[-1]["values"]["generate/total_generated_tokens"] == stats["generated_tokens"]
+    assert stats["tokens_per_s"] > 0 and 0 <= stats["finished_fraction"] <= 1
+
+
+def test_generate_candidates_names_the_bad_field(tiny):
+    config = GenerationConfig(num_candidates=2, max_new_tokens=2)
+    generator = make_generator(config, *tiny)
+    with pytest.raises(ValueError, match=r"instructions\[1\]\.instruction"):
+        generate_candidates(
+            [{"id": "a", "instruction": "ok"}, {"id": "b", "instruction": " "}], generator, config, seed=0
+        )
+    with pytest.raises(ValueError, match=r"instructions\[0\]\.id"):
+        generate_candidates([{"instruction": "ok"}], generator, config, seed=0)
+
+
+def test_bad_sampling_arguments_are_rejected(tiny):
+    with pytest.raises(ValueError, match="top_p"):
+        _generate(HFGenerator(*tiny), top_p=0.0)
+    with pytest.raises(ValueError, match="num_candidates"):
+        _generate(HFGenerator(*tiny), num_candidates=0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_backend_without_vllm_raises_a_clear_error(tiny):
+    with pytest.raises(ImportError, match=r"aipo-lab\[gpu\]"):
+        make_generator(GenerationConfig(backend="vllm"), *tiny, model_path="/nonexistent")
+
+
+@pytest.mark.slow
+def test_smollm2_candidates_are_clean_text():
+    model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
+    prompts = [[{"role": "user", "content": "What is the capital of France?"}]]
+    result = _generate(HFGenerator(model, tokenizer), prompts=prompts, num_candidates=2, max_new_tokens=16)
+    for text in result.texts[0]:
+        assert text and text == text.strip()
+        assert "<|im_end|>" not in text and "<|im_start|>" not in text

@@ -1,0 +1,393 @@
+"""Rankers (PairRM via llm-blender, reward model, LLM judge), ranking and pair selection."""
+
+import json
+import math
+import warnings
+
+import pytest
+import torch
+
+from aipo_core.models import load_model_and_tokenizer
+from aipo_core.pairrm_compat import apply_pairrm_compat, import_llm_blender
+from aipo_core.ranking import (
+    DROP_REASONS,
+    LLMJudgeRanker,
+    PairRMRanker,
+    RewardModelRanker,
+    contains_url,
+    make_ranker,
+    rank_candidates,
+    select_pairs,
+)
+
+PROMPT = "Name a fruit that is rich in vitamin C."
+CANDIDATES = ["An orange.", "Oranges and kiwis are rich in vitamin C.", "I like cars.", "Lemon"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return load_model_and_tokenizer("tiny-random-llama", cache_dir=tmp_path_factory.mktemp("models"))
+
+
+# --------------------------------------------------------------------------- PairRM (tiny, offline)
+
+
+def _tiny_wordpiece_tokenizer(folder):
+    """A BERT/DeBERTa-style tokenizer ([CLS] text [SEP]) trained offline on a few words."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    corpus = [PROMPT, *CANDIDATES, "hello how are you fine thanks bye good bad answer question"]
+    core.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        unk_token="[UNK]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def _tiny_deberta_config(tokenizer, **extra):
+    from transformers import DebertaV2Config
+
+    return DebertaV2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        relative_attention=True,
+        position_buckets=64,
+        pos_att_type=["p2c", "c2p"],
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_pairrm(tmp_path_factory):
+    """A PairRM-shaped checkpoint folder: config.json is an llm-blender RankerConfig (like the hub's
+    llm-blender/PairRM, whose backbone is microsoft/deberta-v3-large) + model.safetensors."""
+    import safetensors.torch
+    from transformers import DebertaV2Model
+
+    llm_blender = import_llm_blender()
+    from llm_blender.blender.blender_utils import load_ranker
+
+    root = tmp_path_factory.mktemp("pairrm")
+    backbone, ranker_dir = root / "backbone", root / "ranker"
+    tokenizer = _tiny_wordpiece_tokenizer(backbone)
+    torch.manual_seed(0)
+    DebertaV2Model(_tiny_deberta_config(tokenizer)).save_pretrained(backbone)
+    ranker_config = {
+        "ranker_type": "pairranker",
+        "model_type": "deberta",
+        "model_name": str(backbone),
+        "source_maxlength": 64,
+        "candidate_maxlength": 32,
+        "n_tasks": 1,
+        "drop_out": 0.05,
+        "fp16": False,
+    }
+    ranker_dir.mkdir()
+    (ranker_dir / "config.json").write_text(json.dumps(ranker_config))
+    with warnings.catch_warnings():  # dataclasses-json warns about every None field of RankerConfig
+        warnings.simplefilter("ignore", RuntimeWarning)
+        config = llm_blender.RankerConfig.from_dict({**ranker_config, "cache_dir": str(root)})
+    ranker, _, _ = load_ranker(config)
+    safetensors.torch.save_model(ranker, str(ranker_dir / "model.safetensors"))
+    return PairRMRanker(str(ranker_dir), batch_size=2, device="cpu")
+
+
+def test_pairrm_compat_is_idempotent_and_makes_llm_blender_importable():
+    from transformers import PreTrainedTokenizerBase
+    from transformers.utils import hub
+
+    apply_pairrm_compat()
+    shims = (hub.TRANSFORMERS_CACHE, PreTrainedTokenizerBase.batch_encode_plus)
+    apply_pairrm_compat()
+    assert (hub.TRANSFORMERS_CACHE, PreTrainedTokenizerBase.batch_encode_plus) == shims
+    assert hasattr(import_llm_blender(), "Blender")
+
+
+def test_pairrm_scores_are_antisymmetric_in_candidate_order(tiny_pairrm):
+    scores = tiny_pairrm.score(PROMPT, CANDIDATES)
+    assert len(scores) == len(CANDIDATES) and len(set(scores)) == len(CANDIDATES)
+    assert sum(scores) == pytest.approx(0.0, abs=1e-6)  # mean_j(l[i,j] - l[j,i]) sums to zero
+    reversed_scores = tiny_pairrm.score(PROMPT, CANDIDATES[::-1])
+    assert reversed_scores[::-1] == pytest.approx(scores, abs=1e-6)
+
+
+def test_pairrm_batches_prompts_with_different_candidate_counts(tiny_pairrm):
+    other = "Say hello."
+    batched = tiny_pairrm.score_batch([PROMPT, other, PROMPT], [CANDIDATES, ["hello", "bye"], CANDIDATES[:3]])
+    assert [len(row) for row in batched] == [4, 2, 3]
+    assert batched[0] == pytest.approx(tiny_pairrm.score(PROMPT, CANDIDATES), abs=1e-6)
+    assert batched[1] == pytest.approx(tiny_pairrm.score(other, ["hello", "bye"]), abs=1e-6)
+
+
+def test_pairrm_pairwise_preference_is_complementary_and_agrees_with_scores(tiny_pairrm):
+    a, b = CANDIDATES[0], CANDIDATES[2]
+    p_ab, p_ba = tiny_pairrm.pairwise_preferences([PROMPT, PROMPT], [a, b], [b, a])
+    assert 0.0 < p_ab < 1.0 and p_ab + p_ba == pytest.approx(1.0, abs=1e-6)
+    score_a, score_b = tiny_pairrm.score(PROMPT, [a, b])
+    assert (p_ab > 0.5) == (score_a > score_b)
+
+
+def test_make_ranker_pairrm_accepts_a_local_folder_and_names_a_bad_one(tiny_pairrm, tmp_path):
+    folder = tiny_pairrm.blender.ranker_config.load_checkpoint
+    assert isinstance(make_ranker("pairrm", folder, batch_size=1, device="cpu"), PairRMRanker)
+    with pytest.raises(FileNotFoundError, match="ranker.model: .* has no config.json"):
+        make_ranker("pairrm", str(tmp_path), device="cpu")
+
+
+# --------------------------------------------------------------------------- reward model
+
+
+@pytest.fixture(scope="module")
+def chat_reward_model(tiny, tmp_path_factory):
+    """A tiny Llama sequence classifier sharing the tiny chat tokenizer, saved like a hub RM."""
+    from transformers import LlamaForSequenceClassification
+
+    model, tokenizer = tiny
+    config = model.config.to_dict() | {"num_labels": 1, "pad_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(0)
+    classifier = LlamaForSequenceClassification(type(model.config).from_dict(config))
+    folder = tmp_path_factory.mktemp("rm")
+    classifier.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return make_ranker("reward_model", str(folder), batch_size=3, device="cpu")
+
+
+def _unbatched_reward(ranker, prompt, response):
+    text = ranker.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}], tokenize=False
+    )
+    ids = ranker.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        return ranker.model(**ids).logits[0, 0].item()
+
+
+def test_reward_model_score_is_the_logit_of_the_chat_formatted_pair(chat_reward_model):
+    scores = chat_reward_model.score(PROMPT, CANDIDATES)  # batch of 3 + 1: padded rows
+    expected = [_unbatched_reward(chat_reward_model, PROMPT, c) for c in CANDIDATES]
+    assert scores == pytest.approx(expected, abs=1e-4)
+    assert len(set(scores)) == len(scores)
+
+
+def test_reward_model_preference_is_bradley_terry(chat_reward_model):
+    a, b = CANDIDATES[1], CANDIDATES[2]
+    ra, rb = chat_reward_model.score(PROMPT, [a, b])
+    p_ab = chat_reward_model.pairwise_preference(PROMPT, a, b)
+    assert p_ab == pytest.approx(1 / (1 + math.exp(rb - ra)), abs=1e-5)
+    assert p_ab + chat_reward_model.pairwise_preference(PROMPT, b, a) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_text_pair_reward_model_without_chat_template(tmp_path):
+    from transformers import DebertaV2ForSequenceClassification
+
+    tokenizer = _tiny_wordpiece_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    DebertaV2ForSequenceClassification(_tiny_deberta_config(tokenizer, num_labels=1)).save_pretrained(
+        tmp_path
+    )
+    ranker = make_ranker("reward_model", str(tmp_path), batch_size=2, device="cpu")
+    assert ranker.tokenizer.chat_template is None
+    single = [ranker.rewards([PROMPT], [c])[0] for c in CANDIDATES]
+    assert ranker.score(PROMPT, CANDIDATES) == pytest.approx(single, abs=1e-4)
+
+
+def test_reward_model_rejects_policy_and_multi_label_models(tiny):
+    from transformers import LlamaForSequenceClassification
+
+    with pytest.raises(ValueError, match="ranker.model"):
+        make_ranker("reward_model", "policy")
+    model, tokenizer = tiny
+    two_labels = LlamaForSequenceClassification(
+        type(model.config).from_dict(model.config.to_dict() | {"num_labels": 2})
+    )
+    with pytest.raises(ValueError, match="num_labels=2"):
+        RewardModelRanker(two_labels, tokenizer)
+
+
+# --------------------------------------------------------------------------- LLM judge
+
+
+@pytest.fixture(scope="module")
+def judge(tiny):
+    return make_ranker("llm_judge", "policy", policy=tiny, batch_size=3)
+
+
+def test_llm_judge_swapping_outputs_gives_the_complementary_preference(judge):
+    a, b = CANDIDATES[0], CANDIDATES[2]
+    p_ab, p_ba = judge.pairwise_preference(PROMPT, a, b), judge.pairwise_preference(PROMPT, b, a)
+    assert 0.0 < p_ab < 1.0 and p_ab != pytest.approx(0.5, abs=1e-6)
+    assert p_ab + p_ba == pytest.approx(1.0, abs=1e-5)
+    assert judge.pairwise_preference(PROMPT, a, a) == pytest.approx(0.5, abs=1e-5)
+
+
+def test_llm_judge_single_order_probability_matches_an_unpadded_forward(judge):
+    short, long_ = "Yes.", "Oranges, lemons and kiwis are all rich in vitamin C, as are strawberries."
+    batched = judge.prob_first_better([PROMPT, PROMPT], [short, long_], [long_, short])  # padded batch
+    for (first, second), prob in zip([(short, long_), (long_, short)], batched, strict=True):
+        text = judge.tokenizer.apply_chat_template(
+            [
+                {
+                    "role": "user",
+                    "content": judge.template.format(instruction=PROMPT, response_a=first, response_b=second),
+                }
+            ],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        ids = judge.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            logprobs = torch.log_softmax(judge.model(**ids).logits[0, -1].float(), dim=-1)
+        la = torch.logsumexp(logprobs[judge._label_ids[0]], dim=0)
+        lb = torch.logsumexp(logprobs[judge._label_ids[1]], dim=0)
+        assert prob == pytest.approx(torch.sigmoid(la - lb).item(), abs=1e-5)
+
+
+def test_llm_judge_round_robin_scores(judge):
+    scores = judge.score(PROMPT, CANDIDATES[:3])
+    assert sum(scores) == pytest.approx(3 / 2, abs=1e-5)  # each pair hands out exactly one point
+    p01 = judge.pairwise_preference(PROMPT, CANDIDATES[0], CANDIDATES[1])
+    p02 = judge.pairwise_preference(PROMPT, CANDIDATES[0], CANDIDATES[2])
+    assert scores[0] == pytest.approx((p01 + p02) / 2, abs=1e-5)
+
+
+def test_llm_judge_factory_needs_the_policy_and_keeps_training_mode(tiny):
+    with pytest.raises(ValueError, match="policy"):
+        make_ranker("llm_judge", "policy")
+    with pytest.raises(ValueError, match="ranker.kind"):
+        make_ranker("gpt4", "policy", policy=tiny)
+    model, tokenizer = tiny
+    model.train()
+    try:
+        LLMJudgeRanker(model, tokenizer).pairwise_preference(PROMPT, "a", "b")
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_rank_candidates_scores_every_record_and_reports_progress(judge):
+    records = [
+        {
+            "id": f"r{i}",
+            "instruction": PROMPT,
+            "prompt": [{"role": "user", "content": PROMPT}],
+            "candidates": cands,
+        }
+        for i, cands in enumerate([CANDIDATES[:2], CANDIDATES[1:4], CANDIDATES[:2], CANDIDATES[2:]])
+    ]
+    events = []
+    scores = rank_candidates(records, judge, sink=events.append)
+    assert [len(row) for row in scores] == [2, 3, 2, 2]
+    assert scores[0] == pytest.approx(scores[2], abs=1e-5)
+    assert scores[1] == pytest.approx(judge.score(PROMPT, CANDIDATES[1:4]), abs=1e-5)
+    fractions = [e["fraction"] for e in events if e["kind"] == "progress"]
+    assert fractions == pytest.approx([0.75, 1.0])
+    assert any(e["kind"] == "metric" and "rank/score_spread_mean" in e["values"] for e in events)
+
+
+# --------------------------------------------------------------------------- pair selection
+
+
+def _record(rid, candidates, instruction="Name a fruit."):
+    return {
+        "id": rid,
+        "instruction": instruction,
+        "prompt": [{"role": "user", "content": instruction}],
+        "candidates": candidates,
+        "lengths": [len(c.split()) for c in candidates],
+    }
+
+
+def test_select_pairs_keeps_best_and_worst_with_lengths(tiny):
+    _, tokenizer = tiny
+    record = _record("a", ["An orange.", "A lemon, sour and bright.", "Cars."])
+    pairs, drops = select_pairs([record], [[0.2, 0.9, -1.5]], tokenizer=tokenizer)
+    assert sum(drops.values()) == 0 and set(drops) == set(DROP_REASONS)
+    (pair,) = pairs
+    assert pair["id"] == "a" and pair["prompt"] == record["prompt"]
+    assert pair["chosen"] == [{"role": "assistant", "content": "A lemon, sour and bright."}]
+    assert pair["rejected"] == [{"role": "assistant", "content": "Cars."}]
+    assert (pair["score_chosen"], pair["score_rejected"]) == (0.9, -1.5)
+    assert pair["chosen_length"] == len(
+        tokenizer("A lemon, sour and bright.", add_special_tokens=False)["input_ids"]
+    )
+    assert pair["rejected_length"] == len(tokenizer("Cars.", add_special_tokens=False)["input_ids"])
+    assert (pair["chosen_chars"], pair["rejected_chars"]) == (25, 5)
+    assert not any(key.startswith("ref_") for key in pair)
+
+
+def test_select_pairs_counts_each_drop_reason(tiny):
+    _, tokenizer = tiny
+    long_instruction = "Explain " + "the history of France " * 40
+    cases = [
+        (_record("few", ["only one"]), [1.0], "too_few_candidates"),
+        (_record("tie", ["a", "b", "c"]), [0.5, 0.5, 0.5], "tie"),
+        (_record("same", ["Same text.", " Same text. "]), [1.0, 0.0], "identical_texts"),
+        (_record("empty", ["  ", "An orange."]), [1.0, 0.0], "empty_chosen"),
+        (_record("long_prompt", ["A", "B"], instruction=long_instruction), [1.0, 0.0], "prompt_too_long"),
+        (_record("long_resp", ["Fine.", "word " * 80]), [1.0, 0.0], "response_too_long"),
+        (_record("url", ["See https://example.com/fruit", "An orange."]), [1.0, 0.0], "url_in_chosen"),
+        (_record("ok", ["An orange.", "See www.example.com"]), [1.0, 0.0], None),  # URL only in rejected
+    ]
+    pairs, drops = select_pairs(
+        [c[0] for c in cases],
+        [c[1] for c in cases],
+        tokenizer=tokenizer,
+        max_prompt_tokens=64,
+        max_response_tokens=40,
+    )
+    assert [p["id"] for p in pairs] == ["ok"]
+    assert drops == {reason: int(any(c[2] == reason for c in cases)) for reason in DROP_REASONS}
+
+
+def test_select_pairs_without_response_budget_and_near_ties(tiny):
+    _, tokenizer = tiny
+    records = [_record("long_resp", ["Fine.", "word " * 80]), _record("near_tie", ["a", "b"])]
+    pairs, drops = select_pairs(records, [[1.0, 0.0], [0.3, 0.3 + 1e-9]], tokenizer=tokenizer)
+    assert [p["id"] for p in pairs] == ["long_resp"]
+    assert drops["tie"] == 1
+
+
+def test_select_pairs_rejects_misshapen_scores(tiny):
+    _, tokenizer = tiny
+    records = [_record("a", ["x", "y"])]
+    with pytest.raises(ValueError, match=r"scores\[0\]: 3 scores for 2 candidates"):
+        select_pairs(records, [[1.0, 2.0, 3.0]], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="2 rows for 1 candidate records"):
+        select_pairs(records, [[1.0, 2.0], [1.0, 2.0]], tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="non-finite"):
+        select_pairs(records, [[float("nan"), 2.0]], tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("text", "has_url"),
+    [
+        ("visit https://example.org now", True),
+        ("http://x.y", True),
+        ("go to WWW.example.com", True),
+        ("the www is old", False),
+        ("e.g. this, i.e. that", False),
+    ],
+)
+def test_contains_url(text, has_url):
+    assert contains_url(text) is has_url
