@@ -1,0 +1,262 @@
+"""Evaluate a policy against a benchmark's baseline outputs (Algorithm 1, step 5).
+
+`evaluate_policy` answers every benchmark prompt with the policy (greedy unless
+`evaluation.temperature` > 0), asks a pairwise judge whether the answer beats the baseline
+answer, and returns eval/{benchmark}.jsonl records (TEAM.md format) plus win rate,
+length-controlled win rate (aipo_core.winrate), average length and their standard errors.
+
+Judges (`make_judge`, from `evaluation.judge`):
+* `pairrm`, `reward_model`, `llm_judge`: the rankers of aipo_core.ranking; each judges a pair in
+  both orders (or symmetrically), so position bias cancels.
+* `alpaca_eval`: the official AlpacaEval annotator (`alpaca_eval.annotators.PairwiseAnnotator`,
+  default config weighted_alpaca_eval_gpt4_turbo), i.e. real AlpacaEval 2.0 numbers against
+  GPT-4-Turbo outputs. It calls the OpenAI API: install `alpaca-eval` yourself (it needs
+  `setuptools<81`, which this project does not pin, so it is not a dependency) and export
+  OPENAI_API_KEY, which alpaca_eval reads; this module never reads the environment.
+
+Items without a baseline output (MT-Bench questions outside math/reasoning/coding have no GPT-4
+reference answer) are skipped, and the result says how many.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from aipo_core.config import EvaluationConfig, JudgeConfig
+from aipo_core.data.benchmarks import BenchmarkItem, load_benchmark
+from aipo_core.generation import Generator, HFGenerator
+from aipo_core.winrate import win_rates
+
+Sink = Callable[[dict], None]
+DEFAULT_ALPACA_EVAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+# Prompts per generation batch and per progress report while judging.
+GENERATION_BATCH_SIZE = 8
+JUDGE_CHUNK = 16
+
+
+class PairwiseJudge(Protocol):
+    """P(output_a is better than output_b) in [0, 1] for one prompt (aipo_core.ranking.Ranker)."""
+
+    def pairwise_preference(self, prompt: str, output_a: str, output_b: str) -> float: ...
+
+
+@dataclass
+class EvalResult:
+    """eval/{benchmark}.jsonl records, scalar metrics for the store, and notes for the user."""
+
+    benchmark: str
+    records: list[dict[str, Any]]
+    metrics: dict[str, float | int | None]
+    notes: list[str] = field(default_factory=list)
+
+
+class AlpacaEvalJudge:
+    """The official AlpacaEval annotator behind the PairwiseJudge interface.
+
+    alpaca_eval is imported lazily (it is an optional, user-installed package); annotating runs
+    the configured API judge, in batches, with alpaca_eval's own order randomisation.
+    """
+
+    def __init__(
+        self, annotator: str = DEFAULT_ALPACA_EVAL_ANNOTATOR, caching_path: str | Path | None = None
+    ):
+        try:
+            from alpaca_eval.annotators import PairwiseAnnotator
+        except ImportError as exc:
+            raise ImportError(
+                "evaluation.judge.kind 'alpaca_eval' needs the alpaca_eval package, which is not installed: "
+                "pip install alpaca-eval 'setuptools<81' (and export OPENAI_API_KEY), or use "
+                "judge kind llm_judge, pairrm or reward_model"
+            ) from exc
+        self.annotator_name = annotator
+        self._annotator = PairwiseAnnotator(annotators_config=annotator, caching_path=caching_path)
+
+    def pairwise_preferences(
+        self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
+    ) -> list[float]:
+        """P(a > b) = AlpacaEval preference − 1, with b as output_1 (baseline) and a as output_2."""
+        baseline = [
+            {"instruction": p, "output": b, "generator": "baseline"}
+            for p, b in zip(prompts, outputs_b, strict=True)
+        ]
+        model = [
+            {"instruction": p, "output": a, "generator": "policy"}
+            for p, a in zip(prompts, outputs_a, strict=True)
+        ]
+        annotated = self._annotator.annotate_head2head(outputs_1=baseline, outputs_2=model, is_ordered=True)
+        if len(annotated) != len(prompts):
+            raise RuntimeError(f"alpaca_eval returned {len(annotated)} annotations for {len(prompts)} pairs")
+        prefs = [row.get("preference") for row in annotated]
+        return [math.nan if p is None or p != p else float(p) - 1.0 for p in prefs]
+
+    def pairwise_preference(self, prompt: str, output_a: str, output_b: str) -> float:
+        return self.pairwise_preferences([prompt], [output_a], [output_b])[0]
+
+
+def make_judge(
+    config: JudgeConfig,
+    *,
+    policy: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> PairwiseJudge:
+    """The judge `evaluation.judge` describes; `model: policy` judges with the evaluated policy."""
+    if config.kind == "alpaca_eval":
+        return AlpacaEvalJudge(config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR)
+    from aipo_core.ranking import make_ranker
+
+    return make_ranker(
+        config.kind,
+        config.model,
+        policy=policy,
+        batch_size=config.batch_size,
+        trust_remote_code=trust_remote_code,
+        device=device,
+        cache_dir=cache_dir,
+    )
+
+
+def judge_against_baseline(
+    judge: PairwiseJudge,
+    instructions: Sequence[str],
+    outputs: Sequence[str],
+    baselines: Sequence[str],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[float | None]:
+    """AlpacaEval preferences (1..2, 2 = output beats baseline; None when the judge gave none).
+
+    Uses the judge's batched `pairwise_preferences` where it has one, in chunks so progress
+    can be reported.
+    """
+    batched = getattr(judge, "pairwise_preferences", None)
+    prefs: list[float | None] = []
+    for start in range(0, len(instructions), JUDGE_CHUNK):
+        chunk = slice(start, start + JUDGE_CHUNK)
+        if batched is not None:
+            probs = batched(instructions[chunk], outputs[chunk], baselines[chunk])
+        else:
+            probs = [
+                judge.pairwise_preference(p, o, b)
+                for p, o, b in zip(instructions[chunk], outputs[chunk], baselines[chunk], strict=True)
+            ]
+        for i, p in enumerate(probs, start=start):
+            if p is not None and not math.isnan(p) and not 0.0 <= p <= 1.0:
+                raise ValueError(f"judge returned P(output better) = {p!r} for item {i}; expected [0, 1]")
+            prefs.append(None if p is None or math.isnan(p) else 1.0 + float(p))
+        if on_progress is not None:
+            on_progress(len(prefs))
+    return prefs
+
+
+def _judgeable(items: Sequence[BenchmarkItem], benchmark: str) -> tuple[list[BenchmarkItem], list[str]]:
+    """Items with a baseline output, and a note on those without."""
+    kept = [item for item in items if item.baseline_output]
+    skipped = len(items) - len(kept)
+    notes = []
+    if skipped:
+        notes.append(
+            f"{benchmark}: {skipped} of {len(items)} items have no baseline/reference output "
+            "and were not judged"
+        )
+    return kept, notes
+
+
+def eval_metrics(records: Sequence[dict[str, Any]], n_skipped: int = 0) -> dict[str, float | int | None]:
+    """Win rate, LC win rate (percent), average length (characters and tokens) of eval records."""
+    judged = [r for r in records if r["preference"] is not None]
+    base: dict[str, float | int | None] = {"n_skipped": n_skipped, "n_unjudged": len(records) - len(judged)}
+    if records:
+        base["avg_tokens"] = sum(r["output_tokens"] for r in records) / len(records)
+    if not judged:
+        return {**base, "n": 0}
+    report = win_rates(
+        [r["preference"] for r in judged],
+        [r["output_chars"] for r in judged],
+        [r["baseline_chars"] for r in judged],
+    ).to_dict()
+    keys = (
+        "win_rate",
+        "win_rate_se",
+        "lc_win_rate",
+        "lc_win_rate_se",
+        "discrete_win_rate",
+        "avg_length",
+        "n",
+    )
+    return {**base, **{k: report[k] for k in keys}}
+
+
+def evaluate_policy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    benchmark: str,
+    config: EvaluationConfig,
+    *,
+    judge: PairwiseJudge,
+    seed: int,
+    sink: Sink | None = None,
+    generator: Generator | None = None,
+) -> EvalResult:
+    """Answer the first `config.limit` prompts of `benchmark` and judge them against the baseline.
+
+    `generator` overrides the default transformers generator (e.g. a vLLM one). Progress events
+    go to `sink`: generation is the first half of the fraction, judging the second.
+    """
+
+    def progress(fraction: float, message: str) -> None:
+        if sink is not None:
+            sink({"kind": "progress", "fraction": fraction, "message": message})
+
+    loaded = load_benchmark(benchmark, config.limit)
+    items, notes = _judgeable(loaded, benchmark)
+    n_skipped = len(loaded) - len(items)
+    if not items:
+        return EvalResult(benchmark, [], eval_metrics([], n_skipped=n_skipped), notes)
+    generator = generator or HFGenerator(model, tokenizer, batch_size=GENERATION_BATCH_SIZE)
+    generated = generator.generate(
+        [[{"role": "user", "content": item.instruction}] for item in items],
+        num_candidates=1,
+        temperature=config.temperature,
+        top_p=1.0,
+        max_new_tokens=config.max_new_tokens,
+        seed=seed,
+        on_batch=lambda done, _: progress(
+            0.5 * done / len(items), f"{benchmark}: answered {done}/{len(items)}"
+        ),
+    )
+    outputs = [texts[0] for texts in generated.texts]
+    prefs = judge_against_baseline(
+        judge,
+        [item.instruction for item in items],
+        outputs,
+        [item.baseline_output or "" for item in items],
+        on_progress=lambda done: progress(
+            0.5 + 0.5 * done / len(items), f"{benchmark}: judged {done}/{len(items)}"
+        ),
+    )
+    records = [
+        {
+            "id": item.id,
+            "instruction": item.instruction,
+            "output": output,
+            "baseline_output": item.baseline_output,
+            "preference": pref,
+            "output_chars": len(output),
+            "baseline_chars": len(item.baseline_output or ""),
+            "output_tokens": lengths[0],
+        }
+        for item, output, pref, lengths in zip(items, outputs, prefs, generated.lengths, strict=True)
+    ]
+    metrics = eval_metrics(records, n_skipped=n_skipped)
+    if sink is not None:
+        values = {f"eval/{benchmark}/{k}": v for k, v in metrics.items() if v is not None}
+        sink({"kind": "metric", "step": 0, "values": values})
+    return EvalResult(benchmark, records, metrics, notes)

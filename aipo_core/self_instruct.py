@@ -1,0 +1,425 @@
+"""Self-instruct (Algorithm 1, step 1): the policy θ_t writes new instructions.
+
+Each model call shows 8 instructions sampled from the prompt pool as a numbered list under
+"Come up with a series of tasks:" and ends with the next number ("9."), so the model continues the
+list with one new instruction; generation stops when it starts item 10 (or a blank line). This is
+the completion prompt of the self-instruct reference implementation (yizhongw/self-instruct
+`encode_prompt`, reused by the AIPO code), fed to the tokenizer directly — no chat template.
+
+The output is then cleaned and filtered with the reference rules (DESIGN.md §1), one small named
+function per rule, and de-duplicated with ROUGE-L against the pool and against the instructions
+already accepted in this run. Every call ends in exactly one outcome (accepted, or dropped for one
+named reason), so ``len(instructions) + sum(drop_counts.values()) == calls``.
+
+Deliberate differences from the reference code, each because the original damages good data:
+- the first letter is upper-cased instead of `str.capitalize()` (which lower-cases the rest,
+  turning "NASA" into "nasa");
+- the answer markers ("answer:", "output:", "solution:", "a:") match at a word start, so
+  "Classify the data: ..." is not cut to "Classify the dat";
+- lengths are whitespace tokens (the reference used tiktoken's gpt-3.5 encoding, a dependency
+  the rest of the project does not need); the bounds 4..512 are the reference's.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rouge_score import rouge_scorer, tokenizers
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from aipo_core.config import SelfInstructConfig
+
+Sink = Callable[[dict[str, Any]], None]
+
+PROMPT_HEADER = "Come up with a series of tasks:\n"
+MIN_TOKENS = 4
+MAX_TOKENS = 512
+# Tasks a text-only model cannot do (images, files, maps, drawing) or that send the user elsewhere.
+BLOCKED_WORDS = (
+    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files",
+    "map", "maps", "draw", "plot", "go to",
+)  # fmt: skip
+TASK_HEADERS = ("Detailed instructions:", "Task definition:")
+_NUM_SAMPLES = 8  # raw outputs kept in SelfInstructResult.samples
+
+_NUMBERED_ITEM = re.compile(r"\n\d+\s?\.\s")
+_WHITESPACE = re.compile(r"\s+")
+_BLOCKED = re.compile(
+    r"\b(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in BLOCKED_WORDS) + r")\b", re.IGNORECASE
+)
+_ANSWER_MARKER = re.compile(r"\b(?:answer|output|solution|a):", re.IGNORECASE)
+
+# Drop reasons, in the order the filters run; also the keys of `SelfInstructResult.drop_counts`.
+# "surplus": outputs of the last batch left over once enough instructions were accepted.
+DROP_REASONS = (
+    "empty",
+    "task_header",
+    "too_short",
+    "too_long",
+    "blocked_word",
+    "write_a_program",
+    "bad_first_char",
+    "similar_to_pool",
+    "similar_to_run",
+    "surplus",
+)
+
+
+# ---- the prompt -------------------------------------------------------------------------------
+
+
+def encode_prompt(examples: Sequence[str]) -> str:
+    """The few-shot completion prompt: header, numbered examples (one line each), next number."""
+    lines = [PROMPT_HEADER]
+    for number, example in enumerate(examples, start=1):
+        lines.append(f"{number}. {collapse_whitespace(example).rstrip(':')}\n")
+    lines.append(f"{len(examples) + 1}.")
+    return "".join(lines)
+
+
+def stop_strings(num_examples: int) -> list[str]:
+    """Strings that end the model's turn: the start of item ``num_examples + 2`` or a blank line."""
+    after_next = num_examples + 2
+    return ["\n\n", f"\n{after_next}", f"{after_next}.", f"{after_next} ."]
+
+
+# ---- cleaning: text transformations ------------------------------------------------------------
+
+
+def truncate_at_stop(text: str, stops: Iterable[str]) -> str:
+    """Cut at the earliest stop string: `generate(stop_strings=...)` keeps the stop string itself
+    and a batch-mate's longer run does not stop ours, so the decoded text may run past it."""
+    cut = min((index for stop in stops if (index := text.find(stop)) != -1), default=len(text))
+    return text[:cut]
+
+
+def split_numbered_items(text: str) -> list[str]:
+    """Split a continuation of a numbered list into its items ("... \\n10. ..." starts a new one)."""
+    return _NUMBERED_ITEM.split(text)
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of whitespace (newlines included) become one space; ends are stripped."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def cut_at_answer_marker(text: str) -> str:
+    """Drop an answer the model appended ("... Answer: 42"), unless the instruction shows an
+    example, whose "Output:" lines belong to the task."""
+    if "example:" in text.lower():
+        return text
+    match = _ANSWER_MARKER.search(text)
+    return text[: match.start()].strip() if match else text
+
+
+def capitalize_first(text: str) -> str:
+    """Upper-case the first character only."""
+    return text[:1].upper() + text[1:]
+
+
+def clean_response(text: str, stops: Iterable[str]) -> str:
+    """The one instruction of a model continuation: first numbered item, normalised."""
+    first_item = split_numbered_items(truncate_at_stop(text, stops))[0]
+    return capitalize_first(cut_at_answer_marker(collapse_whitespace(first_item)))
+
+
+# ---- cleaning: filters (True = drop) -----------------------------------------------------------
+
+
+def whitespace_token_count(text: str) -> int:
+    """Length measure of the length filter: whitespace-separated tokens."""
+    return len(text.split())
+
+
+def is_empty(text: str) -> bool:
+    return not text.strip()
+
+
+def starts_with_task_header(text: str) -> bool:
+    """Instructions copied from dataset cards ("Detailed instructions: ...")."""
+    return text.lower().startswith(tuple(header.lower() for header in TASK_HEADERS))
+
+
+def is_too_short(text: str) -> bool:
+    return whitespace_token_count(text) < MIN_TOKENS
+
+
+def is_too_long(text: str) -> bool:
+    return whitespace_token_count(text) > MAX_TOKENS
+
+
+def mentions_blocked_word(text: str) -> bool:
+    """Whole words only: "filed", "mapping", "drawer" are fine, "file", "Maps", "go to" are not."""
+    return _BLOCKED.search(text) is not None
+
+
+def starts_with_write_a_program(text: str) -> bool:
+    """The reference drops these: models bolt "Write a program" onto tasks, and it is unclear
+    whether the answer should be the program or the result."""
+    return text.lower().startswith("write a program")
+
+
+def starts_with_bad_char(text: str) -> bool:
+    """Starts with punctuation or a non-ASCII character (list debris, other scripts), or with an
+    ASCII control character (decoding debris; the reference let these through)."""
+    first = text[:1]
+    return first in string.punctuation or not first.isascii() or not first.isprintable()
+
+
+RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("empty", is_empty),
+    ("task_header", starts_with_task_header),
+    ("too_short", is_too_short),
+    ("too_long", is_too_long),
+    ("blocked_word", mentions_blocked_word),
+    ("write_a_program", starts_with_write_a_program),
+    ("bad_first_char", starts_with_bad_char),
+)
+
+
+def rule_violation(instruction: str) -> str | None:
+    """The name of the first rule that drops `instruction`, or None if it passes them all."""
+    return next((name for name, drops in RULES if drops(instruction)), None)
+
+
+# ---- ROUGE-L de-duplication --------------------------------------------------------------------
+
+
+class RougeDeduplicator:
+    """Is a text a near-duplicate (ROUGE-L F1 > threshold) of any reference text?
+
+    Scores equal `rouge_score`'s RougeScorer(["rougeL"]) (same tokenizer, same LCS). References
+    are tokenized once; before the O(n·m) LCS, two cheap upper bounds on F1 = 2·LCS/(n+m) skip
+    references that cannot reach the threshold: LCS ≤ min(n, m) and LCS ≤ |bag-of-words overlap|.
+    """
+
+    def __init__(self, references: Iterable[str], threshold: float) -> None:
+        self.threshold = threshold
+        self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
+        self._references: list[tuple[list[str], Counter[str]]] = []
+        for text in references:
+            self.add(text)
+
+    def __len__(self) -> int:
+        return len(self._references)
+
+    def add(self, text: str) -> None:
+        tokens = self._tokenizer.tokenize(text)
+        self._references.append((tokens, Counter(tokens)))
+
+    def max_score(self, text: str) -> float:
+        """The highest ROUGE-L F1 against any reference (exact; no early exit)."""
+        tokens = self._tokenizer.tokenize(text)
+        return max((self._score(tokens, ref) for ref, _ in self._references), default=0.0)
+
+    def is_duplicate(self, text: str) -> bool:
+        tokens = self._tokenizer.tokenize(text)
+        if not tokens:
+            return False
+        bag = Counter(tokens)
+        for ref_tokens, ref_bag in self._references:
+            total = len(tokens) + len(ref_tokens)
+            if 2 * min(len(tokens), len(ref_tokens)) / total <= self.threshold:
+                continue
+            if 2 * sum((bag & ref_bag).values()) / total <= self.threshold:
+                continue
+            if self._score(tokens, ref_tokens) > self.threshold:
+                return True
+        return False
+
+    @staticmethod
+    def _score(tokens: list[str], ref_tokens: list[str]) -> float:
+        # rouge_score's own LCS scorer on pre-tokenized text (public API would re-tokenize both).
+        return rouge_scorer._score_lcs(ref_tokens, tokens).fmeasure
+
+
+# ---- the stage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SelfInstructResult:
+    """instructions: instructions.jsonl records ({"id", "instruction", "source": "self_instruct"});
+    drop_counts: reason -> number of calls whose output was dropped for it (all DROP_REASONS);
+    calls: model calls (one per prompt); tokens_per_s: generated tokens per second of generate();
+    samples: the first few judged outputs as {"output" (raw), "instruction" (cleaned), "dropped"
+    (reason, "" if accepted)}, for the run's log."""
+
+    instructions: list[dict[str, str]]
+    drop_counts: dict[str, int]
+    calls: int
+    tokens_per_s: float
+    samples: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return len(self.instructions) / self.calls if self.calls else 0.0
+
+
+def generate_instructions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pool: Sequence[str],
+    config: SelfInstructConfig,
+    *,
+    seed: int,
+    sink: Sink | None = None,
+) -> SelfInstructResult:
+    """Ask `model` for up to ``config.num_instructions`` new instructions.
+
+    Stops once that many are accepted or after ``num_instructions × max_attempts_factor`` calls;
+    may return fewer (see `top_up_from_pool`). Same seed, model and pool → same result (the seed
+    is also set globally for torch, which `generate()` samples from).
+    """
+    if not pool:
+        raise ValueError("pool: the prompt pool is empty")
+    pool = list(pool)
+    set_seed(seed)
+    rng = random.Random(seed)
+    num_examples = min(config.num_seed_examples, len(pool))
+    stops = stop_strings(num_examples)
+    pool_dedup = RougeDeduplicator(pool_references(pool), config.rouge_threshold)
+    run_dedup = RougeDeduplicator((), config.rouge_threshold)
+    budget = config.num_instructions * config.max_attempts_factor
+    drop_counts = dict.fromkeys(DROP_REASONS, 0)
+    accepted: list[dict[str, str]] = []
+    samples: list[dict[str, str]] = []
+    calls = generated_tokens = 0
+    generate_seconds = 0.0
+
+    while len(accepted) < config.num_instructions and calls < budget:
+        batch_size = min(config.batch_size, budget - calls)
+        prompts = [encode_prompt(rng.sample(pool, num_examples)) for _ in range(batch_size)]
+        started = time.perf_counter()
+        outputs, n_tokens = generate_completions(model, tokenizer, prompts, config, stops)
+        generate_seconds += time.perf_counter() - started
+        generated_tokens += n_tokens
+        calls += len(prompts)
+        for raw in outputs:
+            if len(accepted) == config.num_instructions:
+                drop_counts["surplus"] += 1
+                continue
+            instruction = clean_response(raw, stops)
+            reason = rule_violation(instruction) or _similarity_violation(instruction, pool_dedup, run_dedup)
+            if len(samples) < _NUM_SAMPLES:
+                samples.append({"output": raw, "instruction": instruction, "dropped": reason or ""})
+            if reason:
+                drop_counts[reason] += 1
+                continue
+            run_dedup.add(instruction)
+            accepted.append(
+                {"id": f"si-{len(accepted):05d}", "instruction": instruction, "source": "self_instruct"}
+            )
+        _emit_progress(sink, len(accepted), config.num_instructions, calls, budget)
+
+    result = SelfInstructResult(
+        instructions=accepted,
+        drop_counts=drop_counts,
+        calls=calls,
+        tokens_per_s=generated_tokens / generate_seconds if generate_seconds else 0.0,
+        samples=samples,
+    )
+    _emit_metrics(sink, result)
+    return result
+
+
+def pool_references(pool: Sequence[str]) -> list[str]:
+    """What a new instruction must not resemble: each pool prompt and, when the prompt carries an
+    input after a blank line, its instruction part alone — against a long input the full prompt's
+    F1 is diluted, and the reference implementation compared instructions with instructions."""
+    references = list(pool)
+    references += [head for prompt in pool if (head := prompt.split("\n\n", 1)[0]) != prompt]
+    return references
+
+
+def _similarity_violation(instruction: str, pool: RougeDeduplicator, run: RougeDeduplicator) -> str | None:
+    if pool.is_duplicate(instruction):
+        return "similar_to_pool"
+    if run.is_duplicate(instruction):
+        return "similar_to_run"
+    return None
+
+
+@torch.inference_mode()
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    config: SelfInstructConfig,
+    stops: list[str],
+) -> tuple[list[str], int]:
+    """Continue each plain-text prompt (left-padded batch); return the decoded continuations and
+    the number of generated tokens (padding after a sequence finished excluded)."""
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    sampling = (
+        {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
+        if config.temperature > 0
+        else {"do_sample": False}
+    )
+    was_training = model.training
+    model.eval()
+    try:
+        sequences = model.generate(
+            **batch,
+            **sampling,
+            max_new_tokens=config.max_new_tokens,
+            stop_strings=stops,
+            tokenizer=tokenizer,
+            pad_token_id=tokenizer.pad_token_id,
+        )  # [B, prompt_len + new_len]
+    finally:
+        model.train(was_training)
+    continuation = sequences[:, batch["input_ids"].shape[1] :]  # [B, new_len]
+    n_tokens = int((continuation != tokenizer.pad_token_id).sum())
+    return tokenizer.batch_decode(continuation, skip_special_tokens=True), n_tokens
+
+
+def top_up_from_pool(
+    instructions: Sequence[dict[str, str]], pool: Sequence[str], n: int, seed: int
+) -> list[dict[str, str]]:
+    """`instructions` plus pool prompts not already among them (sampled with `seed`) until there
+    are `n`, marked ``"source": "pool"`` with id ``pool-{index in pool}``. Fewer than `n` only if
+    the pool runs out; a list already of length ≥ n is returned unchanged (as a new list)."""
+    result = list(instructions)
+    used = {record["instruction"] for record in result}
+    unused = [index for index, prompt in enumerate(pool) if prompt not in used]
+    random.Random(seed).shuffle(unused)
+    for index in unused[: max(0, n - len(result))]:
+        result.append({"id": f"pool-{index:05d}", "instruction": pool[index], "source": "pool"})
+    return result
+
+
+def _emit_progress(sink: Sink | None, accepted: int, wanted: int, calls: int, budget: int) -> None:
+    if sink is None:
+        return
+    # Progress is whichever end condition is closer: enough instructions or the call budget.
+    fraction = min(1.0, max(accepted / wanted, calls / budget))
+    sink(
+        {
+            "kind": "progress",
+            "fraction": fraction,
+            "message": f"self-instruct: {accepted}/{wanted} accepted, {calls} calls",
+        }
+    )
+
+
+def _emit_metrics(sink: Sink | None, result: SelfInstructResult) -> None:
+    if sink is None:
+        return
+    values: dict[str, float] = {
+        "self_instruct/accepted": float(len(result.instructions)),
+        "self_instruct/calls": float(result.calls),
+        "self_instruct/acceptance_rate": result.acceptance_rate,
+        "self_instruct/tokens_per_s": result.tokens_per_s,
+    }
+    values.update(
+        {f"self_instruct/dropped/{reason}": float(count) for reason, count in result.drop_counts.items()}
+    )
+    sink({"kind": "metric", "step": 0, "values": values})
