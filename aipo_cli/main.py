@@ -42,6 +42,16 @@ def _load_config_or_exit(path: Path):
         raise typer.Exit(2) from None
 
 
+def _quiet_libraries() -> None:
+    """Our progress bars replace the per-shard/per-map bars of transformers and datasets."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+
+
 @app.command()
 def validate(config: ConfigPath) -> None:
     """Validate a run config and print it with every default filled in."""
@@ -65,6 +75,7 @@ def run_command(
 
     from aipo_cli.local_run import run_local
 
+    _quiet_libraries()
     cfg = _load_config_or_exit(config)
     root = (home or aipo_home()).expanduser()
     rid = run_id or re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name) + "-local"
@@ -85,6 +96,65 @@ def winrate(
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
     typer.echo(json.dumps(report))
+
+
+@app.command()
+def submit(
+    config: ConfigPath,
+    api: Annotated[
+        str | None, typer.Option(help="API base URL (default $AIPO_API_URL or http://127.0.0.1:8000)")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token (default $AIPO_API_TOKEN or $AIPO_HOME/token)")
+    ] = None,
+) -> None:
+    """Submit a run config to the server over HTTP and print the created run as JSON."""
+    from aipo_cli.api import DEFAULT_API, ApiClient, ApiError, default_token
+
+    cfg = _load_config_or_exit(config)
+    client = ApiClient(
+        api or os.environ.get("AIPO_API_URL", DEFAULT_API), token or default_token(aipo_home())
+    )
+    try:
+        run = client.submit_run(cfg.model_dump(mode="json"))
+    except ApiError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps({k: run[k] for k in ("id", "name", "status") if k in run}))
+
+
+@app.command()
+def demo(
+    api_port: Annotated[int, typer.Option("--api-port")] = 8000,
+    dashboard_port: Annotated[int, typer.Option("--dashboard-port")] = 8501,
+    keep_running: Annotated[
+        bool | None,
+        typer.Option("--keep-running/--exit", help="Keep the stack up afterwards (default: on a TTY)"),
+    ] = None,
+) -> None:
+    """The main job: embedded stack + a 2-iteration AIPO run on SmolLM2-135M + summary + dashboard URL."""
+    from rich.console import Console
+
+    from aipo_cli.demo import run_demo
+
+    _quiet_libraries()
+    raise typer.Exit(
+        run_demo(
+            api_port=api_port, dashboard_port=dashboard_port, keep_running=keep_running, console=Console()
+        )
+    )
+
+
+def _register_service_verbs() -> None:
+    """`aipo up` and `aipo db ...` live beside the stack code they drive."""
+    from aipo_cli.db import app as db_app
+    from aipo_cli.services import up
+
+    app.command()(up)
+    app.add_typer(db_app, name="db")
+
+
+_register_service_verbs()
 
 
 if __name__ == "__main__":

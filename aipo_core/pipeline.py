@@ -25,6 +25,7 @@ from typing import Any
 
 from aipo_core import artifacts
 from aipo_core.config import RunConfig
+from aipo_core.objectives import get_objective
 
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
@@ -173,6 +174,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
         batch_size=training.batch_size,
         max_prompt_length=training.max_prompt_length,
         max_length=training.max_length,
+        precision=training.precision,
     )
     artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
     s_ref = [p["s_ref"] for p in pairs]
@@ -193,18 +195,37 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
             "raise self_instruct.num_instructions or generation.num_candidates"
         )
     model, tokenizer = _load_policy(ctx, ctx.policy_in())
-    with artifacts.atomic_dir(ctx.policy_out()) as staging:
-        result = train_policy(
-            model,
-            tokenizer,
-            pairs,
-            objective=ctx.config.objective,
-            training=ctx.config.training,
-            output_dir=staging,
-            seed=ctx.config.seed + ctx.iteration,
-            sink=ctx.sink,
-        )
+    # train_policy saves atomically: policy/ exists only once it is complete.
+    result = train_policy(
+        model,
+        tokenizer,
+        pairs,
+        objective=ctx.config.objective,
+        training=ctx.config.training,
+        output_dir=ctx.policy_out(),
+        seed=ctx.config.seed + ctx.iteration,
+        sink=ctx.sink,
+    )
     return {"steps": result.steps, **result.metrics}
+
+
+def _policy_margins(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[float]:
+    """s_θ = logπθ(y_w) − logπθ(y_l) under the trained policy θ_{k+1}, one per pair (for Eq. 8)."""
+    from aipo_core.training import attach_reference_logps
+
+    if not pairs:
+        return []
+    training = ctx.config.training
+    scored = attach_reference_logps(
+        pairs,
+        model,
+        tokenizer,
+        batch_size=training.batch_size,
+        max_prompt_length=training.max_prompt_length,
+        max_length=training.max_length,
+        precision=training.precision,
+    )
+    return [p["s_ref"] for p in scored]  # "s_ref" of the scorer = margin under the scoring model
 
 
 def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
@@ -230,7 +251,16 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         summary |= {f"{benchmark}/{k}": v for k, v in result.metrics.items()}
     pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
     objective = ctx.config.objective.resolved()
-    analysis = analyze_pairs(pairs, beta=objective["beta"], similarity=bool(pairs))
+    ctx.progress(0.9, "pair analysis")
+    analysis = analyze_pairs(
+        pairs,
+        s_theta=_policy_margins(ctx, pairs, model, tokenizer),
+        beta=objective["beta"],
+        alpha=objective.get("alpha", 0.0)
+        if get_objective(ctx.config.objective.name).scales_reference
+        else 0.0,
+        similarity=bool(pairs),
+    )
     artifacts.write_json_atomic(ctx.dir / "analysis.json", analysis)
     return summary
 
