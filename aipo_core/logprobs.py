@@ -5,8 +5,8 @@ tokens only. The naive `logits.log_softmax(-1).gather(...)` keeps two float32 te
 size batch × length × vocab alive (the logits and their log-softmax): 1.6 GB each at batch 8,
 length 1,024 and SmolLM2's 49,152-token vocabulary. Two cheaper routes live here:
 
-- from logits that already exist: `token_logps` / `sequence_logps` use
-  log p(y) = z_y − logsumexp(z), one chunk of rows at a time in float32, so the extra memory
+- from logits that already exist: `token_logps` / `sequence_logps` work one chunk of rows at a
+  time in float32 (log p(y) = z_y − logsumexp(z) when gradients are needed), so the extra memory
   is one chunk, never a second full-size tensor;
 - from hidden states (what training and reference scoring use): `sequence_logps_from_hidden`
   projects only the response positions through the LM head with TRL's `ChunkedLogProbFunction`
@@ -61,11 +61,17 @@ def token_logps(logits: Tensor, targets: Tensor, *, chunk_rows: int = DEFAULT_CH
     vocab = logits.shape[-1]
     flat_logits = logits.reshape(-1, vocab)  # [N, V]
     flat_targets = targets.reshape(-1, 1)  # [N, 1]
+    # With autograd, z_y − logsumexp(z) saves only its input (a view of float32 logits) and [c]
+    # results, where log_softmax would save a [c, V] output per chunk: the full tensor again.
+    # Without autograd, the chunked fused log_softmax kernel is the faster of the two.
+    needs_grad = torch.is_grad_enabled() and logits.requires_grad
     pieces = []
     for rows, picked in zip(flat_logits.split(chunk_rows), flat_targets.split(chunk_rows), strict=True):
         rows32 = rows.float()  # [c, V]; a view when the logits are already float32
-        target_logit = rows32.gather(-1, picked).squeeze(-1)  # [c]
-        pieces.append(target_logit - torch.logsumexp(rows32, dim=-1))  # [c]
+        if needs_grad:
+            pieces.append(rows32.gather(-1, picked).squeeze(-1) - torch.logsumexp(rows32, dim=-1))  # [c]
+        else:
+            pieces.append(rows32.log_softmax(-1).gather(-1, picked).squeeze(-1))  # [c]
     return torch.cat(pieces).view(targets.shape)
 
 

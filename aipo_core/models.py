@@ -127,8 +127,12 @@ def _build_smollm2(folder: Path) -> None:
     gguf = smollm2_gguf_path()
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # Copy the dequantised weights into a plain model so the saved folder carries no GGUF state.
-    fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    # Copy the dequantised weights into a plain model so the saved folder carries no GGUF state:
+    # a leftover `quantization_config` would make Trainer refuse to fine-tune the model.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config.eos_token_id = tokenizer.eos_token_id
     fresh.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -56,3 +56,6 @@ def test_smollm2_answers_the_capital_of_france():
     )
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, enc["input_ids"].shape[1] :])
+    # The GGUF origin must not leak into the cached folder: Trainer refuses quantized models.
+    assert getattr(model.config, "quantization_config", None) is None
+    assert not getattr(model, "is_quantized", False)

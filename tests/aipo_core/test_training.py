@@ -20,6 +20,7 @@ from aipo_core.training import (
     attach_reference_logps,
     dpo_config,
     train_policy,
+    use_bf16,
     validate_pairs,
 )
 
@@ -359,3 +360,17 @@ def test_smollm2_two_steps(tmp_path):
     assert len(values) == 2 and all(math.isfinite(v["loss"]) for v in values)
     assert values[0]["s_theta_mean"] == pytest.approx(values[0]["s_ref_mean"], abs=1e-3)
     assert AutoTokenizer.from_pretrained(tmp_path / "policy").chat_template
+
+
+def test_dpo_config_maps_the_training_section(tmp_path):
+    training = TrainingConfig(
+        batch_size=4, gradient_accumulation_steps=3, learning_rate=2e-6, warmup_ratio=0.25, epochs=2.0
+    )
+    args = dpo_config(training, ObjectiveConfig(name="simpo", beta=3.0), tmp_path, seed=7)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 3)
+    assert (args.learning_rate, args.num_train_epochs, args.max_steps) == (2e-6, 2.0, -1)
+    assert args.lr_scheduler_type == "cosine" and args.get_warmup_steps(100) == 25
+    assert args.optim == "adamw_torch" and args.beta == 3.0 and args.seed == 7
+    assert args.precompute_ref_log_probs and args.report_to == [] and not args.push_to_hub
+    assert args.bf16 == use_bf16("auto") == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert use_bf16("bf16") and not use_bf16("fp32")

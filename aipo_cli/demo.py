@@ -1,0 +1,92 @@
+"""`aipo demo`: the embedded stack, a 2-iteration AIPO run on SmolLM2-135M, a progress bar,
+a per-iteration summary table and the dashboard URL."""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib import resources
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from aipo_cli.api import ApiClient
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def demo_config() -> dict[str, Any]:
+    text = resources.files("aipo_cli").joinpath("configs/demo.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def iterations_table(iterations: list[dict[str, Any]], benchmark: str = "alpaca_eval") -> Table:
+    table = Table(title=f"Per-iteration summary ({benchmark}, judge: the policy itself)")
+    for header in ("iter", "pairs kept", "agreement", "win rate %", "LC win rate %", "avg length (chars)"):
+        table.add_column(header, justify="right")
+    for it in iterations:
+        metrics, pairs = it.get("eval_metrics") or {}, it.get("pair_stats") or {}
+        table.add_row(
+            str(it["index"]),
+            _fmt(pairs.get("pairs"), "d"),
+            _fmt(pairs.get("agreement_rate"), ".2f"),
+            _fmt(metrics.get(f"{benchmark}/win_rate"), ".1f"),
+            _fmt(metrics.get(f"{benchmark}/lc_win_rate"), ".1f"),
+            _fmt(metrics.get(f"{benchmark}/avg_length"), ".0f"),
+        )
+    return table
+
+
+def follow_run(client: ApiClient, run_id: int, console: Console, poll_s: float = 2.0) -> dict[str, Any]:
+    """Poll the run until it ends, drawing one bar over all its stages."""
+    columns = (TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("queued", total=1.0)
+        while True:
+            run = client.get_run(run_id)
+            progress = run.get("progress") or {}
+            where = (
+                f"iter {progress.get('current_iteration')}: {progress.get('current_stage')}"
+                if progress.get("current_stage")
+                else run["status"]
+            )
+            bar.update(task, completed=progress.get("fraction") or 0.0, description=where)
+            if run["status"] in TERMINAL:
+                return run
+            time.sleep(poll_s)
+
+
+def run_demo(*, api_port: int, dashboard_port: int, keep_running: bool | None, console: Console) -> int:
+    from aipo_cli.services import describe, running_stack
+
+    console.print("[bold]AIPO Lab demo[/bold]: starting the embedded stack (SQLite + local broker)…")
+    with running_stack(api_port=api_port, dashboard_port=dashboard_port) as stack:
+        console.print(describe(stack))
+        client = ApiClient(stack.api_url, stack.token)
+        run = client.submit_run(demo_config())
+        console.print(
+            f"submitted run {run['id']} ({run['name']}): 2 iterations of AIPO on SmolLM2-135M-Instruct"
+        )
+        run = follow_run(client, run["id"], console)
+        console.print(iterations_table(client.iterations(run["id"])))
+        if run["status"] != "succeeded":
+            console.print(f"[red]run {run['status']}[/red]: {run.get('error')}")
+        link = (
+            f"{stack.dashboard_url}/run?run={run['id']}" if stack.dashboard_url else "(dashboard not started)"
+        )
+        console.print(f"Dashboard: {link}")
+        if keep_running if keep_running is not None else sys.stdin.isatty():
+            console.print("The stack keeps running for the dashboard; Ctrl-C stops it.")
+            try:
+                while not stack.dead():
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
+        return 0 if run["status"] == "succeeded" else 1

@@ -1,0 +1,243 @@
+"""`aipo up`: the API, a Celery worker and the dashboard as child processes of one command.
+
+Each service runs in its own process group with its output in `$AIPO_HOME/logs/<service>.log`,
+so stopping the stack (Ctrl-C, or `Stack.stop()` from the demo and the tests) reaches every
+process it started, including the worker's stage processes' supervisors. The deployment is
+chosen by the settings alone: SQLite + the filesystem broker unless AIPO_DATABASE_URL /
+AIPO_BROKER_URL point at PostgreSQL / Redis; the command lines are the same.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from backend.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_APP = REPO_ROOT / "dashboard" / "app.py"
+
+
+@dataclass
+class Service:
+    """One started service: its process (leader of its own group) and its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Stack:
+    """The running embedded (or services-backed) stack."""
+
+    api_url: str
+    token: str
+    home: Path
+    dashboard_url: str | None
+    services: list[Service] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def dead(self) -> list[Service]:
+        return [s for s in self.services if not s.alive()]
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every service (a worker finishes its stage and reaps its helpers), then SIGKILL
+        whatever is left in their process groups after `grace_s`."""
+        for service in reversed(self.services):
+            if service.alive():
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for service in reversed(self.services):
+            try:
+                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(service.process.pid, signal.SIGKILL)
+            service.process.wait()
+
+
+def worker_command(queues: str = "gpu,cpu", name: str = "aipo-worker") -> list[str]:
+    """The Celery worker command line: one stage at a time (`solo`: the task runs in the main
+    process, which therefore supervises the stage child directly)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "-Q", queues, "--pool", "solo", "--concurrency", "1", "-n", f"{name}@%h",
+        "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+    ]  # fmt: skip
+
+
+def api_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "backend.app:create_app", "--factory",
+        "--host", host, "--port", str(port),
+    ]  # fmt: skip
+
+
+def dashboard_command(port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
+        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def spawn(name: str, command: list[str], *, logs: Path, env: dict[str, str]) -> Service:
+    """Start `command` in a new session with stdout/stderr appended to `logs/<name>.log`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name}.log"
+    with open(log, "ab") as fh:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+            env=env, cwd=REPO_ROOT, start_new_session=True,
+        )  # fmt: skip
+    return Service(name, process, log)
+
+
+def start_stack(
+    *,
+    api_port: int = 8000,
+    dashboard_port: int | None = 8501,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    ready_timeout_s: float = 60.0,
+) -> Stack:
+    """Migrate (embedded), then start API, worker(s) and dashboard; return once the API answers.
+
+    `env` overrides the process environment for the services (tests pass AIPO_HOME and URLs).
+    """
+    child_env = {**os.environ, **(env or {})}
+    settings = _settings_for(child_env)
+    home = settings.home
+    token = _token(settings)
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    child_env["AIPO_API_TOKEN"] = token
+    if settings.should_auto_migrate:
+        from backend.migrate import upgrade
+
+        upgrade(settings.resolved_database_url)
+    api_url = f"http://127.0.0.1:{api_port}"
+    stack = Stack(api_url=api_url, token=token, home=home, dashboard_url=None)
+    logs = home / "logs"
+    try:
+        stack.services.append(spawn("api", api_command(api_port), logs=logs, env=child_env))
+        for index in range(workers):
+            name = f"worker-{index}"
+            stack.services.append(spawn(name, worker_command(name=name), logs=logs, env=child_env))
+        if dashboard_port is not None:
+            _start_dashboard(stack, dashboard_port, logs, child_env)
+        wait_for_api(stack, timeout_s=ready_timeout_s)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+@contextmanager
+def running_stack(**kwargs: object) -> Iterator[Stack]:
+    """`start_stack` as a context manager that always stops what it started."""
+    stack = start_stack(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def wait_for_api(stack: Stack, *, timeout_s: float) -> None:
+    """Poll `GET /api/v1/health` until it answers 200; fail early if a service died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dead = stack.dead()
+        if dead:
+            raise RuntimeError(_death_report(dead))
+        try:
+            if httpx.get(f"{stack.api_url}/api/v1/health", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the API did not answer within {timeout_s:g} s; see {stack.service('api').log}"
+            )
+        time.sleep(0.25)
+
+
+def up(
+    api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API.")] = 8000,
+    dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Port of the dashboard.")] = 8501,
+) -> None:
+    """Start API + worker + dashboard (embedded unless DB/broker URLs are set); Ctrl-C stops all."""
+    stack = start_stack(api_port=api_port, dashboard_port=dashboard_port)
+    typer.echo(describe(stack))
+    try:
+        while not stack.dead():
+            time.sleep(1.0)
+        typer.echo(_death_report(stack.dead()), err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("stopping…")
+    finally:
+        stack.stop()
+
+
+def describe(stack: Stack) -> str:
+    """The lines `aipo up` prints: where everything is and how to authenticate."""
+    lines = [
+        f"API        {stack.api_url}/api/v1   (docs: {stack.api_url}/docs)",
+        f"Dashboard  {stack.dashboard_url or '(not started)'}",
+        f"API token  {stack.token}",
+        f"Data       {stack.home}   (logs: {stack.home / 'logs'})",
+        *stack.notes,
+    ]
+    return "\n".join(lines)
+
+
+def _start_dashboard(stack: Stack, port: int, logs: Path, env: dict[str, str]) -> None:
+    if not DASHBOARD_APP.exists():
+        stack.notes.append(f"note: {DASHBOARD_APP} not found; dashboard not started")
+        return
+    dashboard_env = {**env, "AIPO_API_URL": stack.api_url}
+    stack.services.append(spawn("dashboard", dashboard_command(port), logs=logs, env=dashboard_env))
+    stack.dashboard_url = f"http://127.0.0.1:{port}"
+
+
+def _settings_for(env: dict[str, str]) -> Settings:
+    """Settings as the services will see them: `env`'s AIPO_* values over this process's."""
+    overrides = {
+        key.removeprefix("AIPO_").lower(): value for key, value in env.items() if key.startswith("AIPO_")
+    }
+    return Settings(**overrides)
+
+
+def _token(settings: Settings) -> str:
+    from backend.auth import resolve_api_token
+
+    return resolve_api_token(settings.api_token, settings.home)
+
+
+def _death_report(dead: list[Service]) -> str:
+    return "; ".join(f"{s.name} exited with status {s.process.returncode} (log: {s.log})" for s in dead)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

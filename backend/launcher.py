@@ -1,0 +1,60 @@
+"""Enqueue stage tasks by name, without importing the worker's task bodies.
+
+The API depends on `get_launcher` so tests can swap the broker for an in-memory record; the
+store's launch helpers take any `Launcher`. Callers commit the stage's `queued` state BEFORE
+calling `enqueue_stage`, so a worker that receives the message always finds the row ready.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from typing import Protocol
+
+from celery import Celery
+
+from backend.broker import make_celery_app
+from backend.routing import queue_for, task_name
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    """Sends wake-ups for stages and revokes them."""
+
+    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str) -> None: ...
+
+    def revoke(self, task_ids: list[str]) -> None: ...
+
+
+class CeleryLauncher:
+    """The production launcher: `send_task("aipo.stage.<name>", args=[stage_id])` on the stage's queue."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._app: Celery = make_celery_app(settings, main="aipo-backend")
+
+    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str) -> None:
+        self._app.send_task(
+            task_name(stage_name), args=[stage_id], queue=queue_for(stage_name), task_id=task_id
+        )
+
+    def revoke(self, task_ids: list[str]) -> None:
+        # Best effort: the cancelled flag in the database is what the worker acts on. Some
+        # transports (the filesystem one) have no broadcast channel for remote control.
+        if not task_ids:
+            return
+        try:
+            self._app.control.revoke(task_ids)
+        except Exception as exc:  # revocation must never fail a cancel
+            log.warning("revoke of %d task(s) failed: %s", len(task_ids), exc)
+
+
+@lru_cache(maxsize=1)
+def _default_launcher() -> CeleryLauncher:
+    return CeleryLauncher(get_settings())
+
+
+def get_launcher() -> Launcher:
+    """FastAPI dependency and default for store helpers: the process-wide Celery launcher."""
+    return _default_launcher()

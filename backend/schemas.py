@@ -1,0 +1,497 @@
+"""Request and response models of the HTTP API (DESIGN.md §3), with OpenAPI examples.
+
+Names follow <Thing><Role>: RunCreate (request), RunPublic (one run), RunList (a page), ...
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from aipo_core.config import RunConfig
+from backend.store.models import RUN_STATUSES, STAGE_STATUSES
+from backend.validation import storable_text
+
+SafeStr = Annotated[str, AfterValidator(storable_text)]
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+StageStatus = Literal["pending", "queued", "running", "succeeded", "failed", "cancelled", "skipped"]
+assert set(RunStatus.__args__) == set(RUN_STATUSES)  # type: ignore[attr-defined]
+assert set(StageStatus.__args__) == set(STAGE_STATUSES)  # type: ignore[attr-defined]
+MAX_INT32 = 2**31 - 1
+MAX_INT64 = 2**63 - 1
+
+EXAMPLE_CONFIG: dict[str, Any] = {
+    "name": "aipo-smollm2",
+    "model": "smollm2-135m-instruct",
+    "iterations": 2,
+    "seed": 0,
+    "prompt_pool": "self_instruct_seeds",
+    "self_instruct": {"num_instructions": 32, "num_seed_examples": 8, "temperature": 0.5, "top_p": 0.9},
+    "generation": {
+        "backend": "hf",
+        "num_candidates": 4,
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "max_new_tokens": 128,
+    },
+    "ranker": {"kind": "llm_judge", "model": "policy"},
+    "objective": {"name": "aipo", "beta": 0.1, "alpha": 0.05, "lambda_": 0.2},
+    "training": {"batch_size": 8, "learning_rate": 5.0e-7, "epochs": 1, "warmup_ratio": 0.1},
+    "evaluation": {
+        "benchmarks": ["alpaca_eval"],
+        "limit": 32,
+        "judge": {"kind": "llm_judge", "model": "policy"},
+    },
+}
+EXAMPLE_TIME = "2025-01-01T12:00:00Z"
+
+
+class ErrorPublic(BaseModel):
+    """Error body of 401/404/409 responses."""
+
+    detail: str = Field(examples=["run 7 not found"])
+
+
+class HealthPublic(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok", "database": "ok"}]})
+    status: Literal["ok"]
+    database: Literal["ok", "unreachable"]
+
+
+class RunCreate(RunConfig):
+    """A run config (YAML keys as JSON); unknown keys are rejected."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CONFIG]})
+
+
+class RunProgressPublic(BaseModel):
+    stages_done: int
+    stages_total: int
+    fraction: float = Field(ge=0, le=1)
+    current_stage: str | None
+    current_iteration: int | None
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "name": "aipo-smollm2",
+                    "objective": "aipo",
+                    "status": "running",
+                    "config": EXAMPLE_CONFIG,
+                    "error": None,
+                    "created_at": EXAMPLE_TIME,
+                    "updated_at": EXAMPLE_TIME,
+                    "launched_at": EXAMPLE_TIME,
+                    "started_at": EXAMPLE_TIME,
+                    "finished_at": None,
+                    "sweep_id": None,
+                    "sweep_point": None,
+                    "parent_run_id": None,
+                    "progress": {
+                        "stages_done": 3,
+                        "stages_total": 10,
+                        "fraction": 0.3,
+                        "current_stage": "train",
+                        "current_iteration": 0,
+                    },
+                }
+            ]
+        },
+    )
+    id: int
+    name: str
+    objective: str
+    status: RunStatus
+    config: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    launched_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    sweep_id: int | None
+    sweep_point: dict[str, Any] | None
+    parent_run_id: int | None
+    progress: RunProgressPublic | None = None
+
+
+class RunList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [], "total": 0, "limit": 50, "offset": 0}]}
+    )
+    items: list[RunPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class RunClone(BaseModel):
+    """Overrides as dotted paths into the parent's config."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"overrides": {"objective.alpha": 0.03, "name": "aipo-alpha-0.03"}}]},
+    )
+    overrides: dict[SafeStr, Any] = Field(default_factory=dict, max_length=100)
+
+
+class SweepCreate(BaseModel):
+    """A base config plus a grid of dotted-path overrides; one child run per grid point."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "aipo-grid",
+                    "base_config": EXAMPLE_CONFIG,
+                    "grid": {"objective.alpha": [0.03, 0.05, 0.07], "objective.lambda_": [0.2, 0.5]},
+                    "max_concurrent": 2,
+                }
+            ]
+        },
+    )
+    name: SafeStr = Field(min_length=1, max_length=150)
+    base_config: RunCreate
+    grid: dict[SafeStr, Annotated[list[Any], Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=8
+    )
+    max_concurrent: int = Field(2, ge=1, le=256, description="Child runs active at once; the rest wait.")
+
+
+class SweepPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "name": "aipo-grid",
+                    "base_config": EXAMPLE_CONFIG,
+                    "grid": {"objective.alpha": [0.03, 0.05, 0.07], "objective.lambda_": [0.2, 0.5]},
+                    "max_concurrent": 2,
+                    "created_at": EXAMPLE_TIME,
+                    "status_counts": {"queued": 4, "running": 2},
+                    "runs": [],
+                }
+            ]
+        }
+    )
+    id: int
+    name: str
+    base_config: dict[str, Any]
+    grid: dict[str, list[Any]]
+    max_concurrent: int
+    created_at: datetime
+    status_counts: dict[str, int]
+    runs: list[RunPublic]
+
+
+class StagePublic(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 4,
+                    "run_id": 1,
+                    "iteration": 0,
+                    "name": "train",
+                    "position": 3,
+                    "queue": "gpu",
+                    "status": "running",
+                    "attempt": 1,
+                    "progress": 0.42,
+                    "message": "step 21/50",
+                    "heartbeat_at": EXAMPLE_TIME,
+                    "task_id": "5d0c…",
+                    "artifact_path": None,
+                    "log_path": "/home/u/.aipo/runs/1/logs/iter_0_train.log",
+                    "error": None,
+                    "queued_at": EXAMPLE_TIME,
+                    "started_at": EXAMPLE_TIME,
+                    "finished_at": None,
+                }
+            ]
+        },
+    )
+    id: int
+    run_id: int
+    iteration: int
+    name: str
+    position: int
+    queue: str
+    status: StageStatus
+    attempt: int
+    progress: float
+    message: str | None
+    heartbeat_at: datetime | None
+    task_id: str | None
+    artifact_path: str | None
+    log_path: str | None
+    error: str | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class StageList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": []}]})
+    items: list[StagePublic]
+
+
+class PairStatsPublic(BaseModel):
+    pairs: int
+    agreement_rate: float | None = Field(description="P(s_ref > 0): the reference agrees with the judge.")
+    mean_s_ref: float | None
+    mean_chosen_length: float | None
+    mean_rejected_length: float | None
+
+
+class IterationPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "index": 0,
+                    "status": "succeeded",
+                    "started_at": EXAMPLE_TIME,
+                    "finished_at": EXAMPLE_TIME,
+                    "stages": {"self_instruct": "succeeded", "train": "succeeded"},
+                    "eval_metrics": {"alpaca_eval/win_rate": 12.5, "alpaca_eval/lc_win_rate": 14.1},
+                    "pair_stats": {
+                        "pairs": 30,
+                        "agreement_rate": 0.6,
+                        "mean_s_ref": 2.1,
+                        "mean_chosen_length": 80.5,
+                        "mean_rejected_length": 70.2,
+                    },
+                }
+            ]
+        }
+    )
+    index: int
+    status: StageStatus
+    started_at: datetime | None
+    finished_at: datetime | None
+    stages: dict[str, StageStatus]
+    eval_metrics: dict[str, float | None]
+    pair_stats: PairStatsPublic | None
+
+
+class IterationList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": []}]})
+    items: list[IterationPublic]
+
+
+class MetricPointCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"iteration": 0, "stage": "train", "key": "loss", "step": 10, "value": 0.69}]
+        },
+    )
+    iteration: int = Field(0, ge=0, le=MAX_INT32)
+    stage: Annotated[SafeStr, Field(max_length=32)] = ""
+    key: Annotated[SafeStr, Field(min_length=1, max_length=200)]
+    step: int = Field(ge=0, le=MAX_INT64)
+    value: float | None = Field(description="NaN/inf are stored as null.")
+    time: datetime | None = None
+
+
+class MetricIngest(BaseModel):
+    """A batch of points; (iteration, stage, key, step) already stored are skipped (idempotent)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"points": [{"iteration": 0, "stage": "train", "key": "loss", "step": 1, "value": 0.69}]}
+            ]
+        },
+    )
+    points: list[MetricPointCreate] = Field(min_length=1, max_length=100_000)
+
+
+class MetricIngestResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"received": 1000, "inserted": 1000}]})
+    received: int
+    inserted: int = Field(description="New points; received − inserted were already stored.")
+
+
+class MetricHistoryPoint(BaseModel):
+    iteration: int
+    stage: str
+    step: int = Field(description="Step of the first point in the bucket.")
+    value: float | None = Field(description="Mean over the bucket (the raw value when not downsampled).")
+    min: float | None
+    max: float | None
+    count: int
+
+
+class MetricSeries(BaseModel):
+    key: str
+    total: int = Field(
+        description="Points stored; above `points` the series is bucket-averaged (buckets never straddle "
+        "an iteration, so at most points + iterations - 1 entries)."
+    )
+    points: list[MetricHistoryPoint]
+
+
+class MetricHistory(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "series": [
+                        {
+                            "key": "loss",
+                            "total": 2,
+                            "points": [
+                                {
+                                    "iteration": 0,
+                                    "stage": "train",
+                                    "step": 0,
+                                    "value": 0.69,
+                                    "min": 0.69,
+                                    "max": 0.69,
+                                    "count": 1,
+                                },
+                                {
+                                    "iteration": 0,
+                                    "stage": "train",
+                                    "step": 1,
+                                    "value": 0.65,
+                                    "min": 0.65,
+                                    "max": 0.65,
+                                    "count": 1,
+                                },
+                            ],
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+    series: list[MetricSeries]
+
+
+class MetricKeyPublic(BaseModel):
+    key: str
+    count: int
+
+
+class MetricKeyList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [{"key": "loss", "count": 120}]}]})
+    items: list[MetricKeyPublic]
+
+
+class PairPublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "iteration": 0,
+                    "idx": 0,
+                    "uid": "p-0",
+                    "prompt": [{"role": "user", "content": "Name three primes."}],
+                    "prompt_text": "Name three primes.",
+                    "chosen": "2, 3 and 5.",
+                    "rejected": "4, 6, 8.",
+                    "score_chosen": 0.9,
+                    "score_rejected": 0.1,
+                    "chosen_length": 7,
+                    "rejected_length": 6,
+                    "chosen_chars": 11,
+                    "rejected_chars": 8,
+                    "ref_chosen_logps": -12.0,
+                    "ref_rejected_logps": -15.5,
+                    "s_ref": 3.5,
+                    "length_diff": 1,
+                    "extra": None,
+                }
+            ]
+        }
+    )
+    id: int
+    iteration: int
+    idx: int
+    uid: str | None
+    prompt: list[dict[str, Any]]
+    prompt_text: str
+    chosen: str
+    rejected: str
+    score_chosen: float | None
+    score_rejected: float | None
+    chosen_length: int | None
+    rejected_length: int | None
+    chosen_chars: int | None
+    rejected_chars: int | None
+    ref_chosen_logps: float | None
+    ref_rejected_logps: float | None
+    s_ref: float | None
+    length_diff: int | None = Field(description="chosen_length − rejected_length (tokens).")
+    extra: dict[str, Any] | None
+
+
+class PairPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [], "next_cursor": "0:49", "total": None}]}
+    )
+    items: list[PairPublic]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+    total: int | None = Field(description="Matching pairs (only with include_total=true).")
+
+
+class EvalSamplePublic(BaseModel):
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 1,
+                    "iteration": 0,
+                    "benchmark": "alpaca_eval",
+                    "idx": 0,
+                    "uid": "0",
+                    "instruction": "What are the names of some famous actors?",
+                    "output": "Some famous actors are …",
+                    "baseline_output": "Here are some famous actors: …",
+                    "preference": 1.0,
+                    "output_chars": 120,
+                    "baseline_chars": 800,
+                    "output_tokens": 30,
+                    "extra": None,
+                }
+            ]
+        },
+    )
+    id: int
+    iteration: int
+    benchmark: str
+    idx: int
+    uid: str | None
+    instruction: str
+    output: str
+    baseline_output: str | None
+    preference: float | None = Field(description="AlpacaEval convention: 2 = model preferred, 1 = baseline.")
+    output_chars: int | None
+    baseline_chars: int | None
+    output_tokens: int | None
+    extra: dict[str, Any] | None
+
+
+class EvalSamplePage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"items": [], "next_cursor": None, "total": 0}]}
+    )
+    items: list[EvalSamplePublic]
+    next_cursor: str | None
+    total: int

@@ -1,0 +1,99 @@
+"""Service settings: the one place that reads AIPO_* environment variables.
+
+`aipo_core` never reads the environment; the backend and worker build a `Settings` here and
+pass plain values down. `get_settings()` is cached so every module sees the same object; tests
+call `get_settings.cache_clear()` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+FILESYSTEM_BROKER = "filesystem://"
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string (friendlier in a shell)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """AIPO Lab service configuration (env prefix `AIPO_`)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIPO_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path("~/.aipo"), description="Data folder.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite under home.")
+    broker_url: str = Field(FILESYSTEM_BROKER, description="Celery broker; default kombu filesystem.")
+    artifact_root: Path | None = Field(None, description="Where run artifacts live; default home.")
+    api_token: str | None = Field(None, description="Bearer token; default $AIPO_HOME/token.")
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Local paths in run configs must lie under one of these."
+    )
+    allow_trust_remote_code: bool = False
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    auto_migrate: bool | None = Field(
+        None, description="Apply migrations when the API starts; None = only in embedded mode."
+    )
+    # Worker timing and retry knobs (read by worker/; defined here so AIPO_* lives in one place).
+    stage_heartbeat_timeout_s: float = Field(120.0, gt=0, description="A running stage older is stale.")
+    stage_heartbeat_interval_s: float = Field(10.0, gt=0, description="How often a running stage beats.")
+    stage_queued_timeout_s: float = Field(60.0, gt=0, description="Re-send a queued stage after this.")
+    stage_max_attempts: int = Field(3, ge=1, description="Attempts before a stale/crashed stage fails.")
+    stage_kill_grace_s: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL grace on cancel.")
+    reconcile_interval_s: float = Field(15.0, gt=0, description="Period of the worker's reconciler.")
+
+    @field_validator("allowed_roots", "cors_origins", mode="before")
+    @classmethod
+    def _parse_list(cls, value: Any) -> Any:
+        return _split_list(value)
+
+    @field_validator("home", "artifact_root", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser().absolute() if value is not None else None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'aipo.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> Path:
+        return self.artifact_root or self.home
+
+    @property
+    def resolved_allowed_roots(self) -> list[Path]:
+        roots = self.allowed_roots or [self.home]
+        return [Path(root).expanduser().resolve() for root in roots]
+
+    @property
+    def is_embedded(self) -> bool:
+        """Embedded = SQLite store (one machine, no services)."""
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_embedded if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

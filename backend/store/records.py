@@ -1,0 +1,34 @@
+"""Shared helpers to turn JSONL artifact records into table rows (pairs, eval samples)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+BATCH = 1_000
+
+
+def finite_or_none(value: Any) -> float | None:
+    """SQL and JSON have no NaN/inf: store them as NULL."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def split_extra(record: dict[str, Any], known: set[str]) -> dict[str, Any] | None:
+    """Keys the table has no column for, kept as JSON so an export loses nothing."""
+    extra = {k: v for k, v in record.items() if k not in known}
+    return extra or None

@@ -1,0 +1,275 @@
+"""Runs: create (with every stage planned up front), list, launch, cancel, resume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session
+
+from aipo_core.config import RunConfig
+from backend.launcher import Launcher
+from backend.routing import STAGES, queue_for
+from backend.store.errors import ConflictError, NotFoundError
+from backend.store.launching import commit_and_send, mark_queued
+from backend.store.models import RUN_FINISHED, STAGE_DONE, Iteration, Run, Stage, execute_update, utcnow
+
+
+def create_run(
+    session: Session,
+    config: RunConfig,
+    *,
+    sweep_id: int | None = None,
+    sweep_point: dict[str, Any] | None = None,
+    parent_run_id: int | None = None,
+) -> Run:
+    """Store a validated config as a queued run with iterations × STAGES pending stages (flushes)."""
+    run = Run(
+        name=config.name,
+        objective=config.objective.name,
+        status="queued",
+        config=config.model_dump(mode="json"),
+        sweep_id=sweep_id,
+        sweep_point=sweep_point,
+        parent_run_id=parent_run_id,
+    )
+    session.add(run)
+    session.flush()
+    iterations = [Iteration(run_id=run.id, index=k) for k in range(config.iterations)]
+    session.add_all(iterations)
+    session.flush()
+    session.add_all(
+        Stage(
+            run_id=run.id,
+            iteration_id=it.id,
+            iteration=it.index,
+            name=name,
+            position=it.index * len(STAGES) + i,
+            queue=queue_for(name),
+            status="pending",
+            attempt=0,
+            progress=0.0,
+        )
+        for it in iterations
+        for i, name in enumerate(STAGES)
+    )
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def require_run(session: Session, run_id: int) -> Run:
+    """The run, or NotFoundError."""
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id} not found")
+    return run
+
+
+def list_runs(
+    session: Session,
+    *,
+    status: str | None = None,
+    objective: str | None = None,
+    name: str | None = None,
+    sweep_id: int | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[Run], int]:
+    """Runs newest first, filtered; `name` is a case-insensitive substring. Returns (page, total)."""
+    query = select(Run)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if objective is not None:
+        query = query.where(Run.objective == objective)
+    if name:
+        query = query.where(Run.name.ilike(f"%{_escape_like(name)}%", escape="\\"))
+    if sweep_id is not None:
+        query = query.where(Run.sweep_id == sweep_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
+    return list(page), total
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands: finished stages out of all, and the stage that is active now."""
+
+    done: int
+    total: int
+    current_stage: str | None
+    current_iteration: int | None
+
+
+def run_progress(session: Session, run_ids: Sequence[int]) -> dict[int, RunProgress]:
+    """Progress of many runs in two queries (list pages must not issue one query per run)."""
+    if not run_ids:
+        return {}
+    counts = session.execute(
+        select(
+            Stage.run_id,
+            func.count(),
+            func.sum(case((Stage.status.in_(STAGE_DONE), 1), else_=0)),
+        )
+        .where(Stage.run_id.in_(run_ids))
+        .group_by(Stage.run_id)
+    ).all()
+    first_open = session.execute(
+        select(Stage.run_id, Stage.name, Stage.iteration, Stage.position)
+        .where(Stage.run_id.in_(run_ids), Stage.status.not_in(STAGE_DONE))
+        .order_by(Stage.run_id, Stage.position)
+    ).all()
+    current: dict[int, tuple[str, int]] = {}
+    for run_id, name, iteration, _ in first_open:
+        current.setdefault(run_id, (name, iteration))
+    return {
+        run_id: RunProgress(
+            done=int(done or 0),
+            total=int(total),
+            current_stage=current.get(run_id, (None, None))[0],
+            current_iteration=current.get(run_id, (None, None))[1],
+        )
+        for run_id, total, done in counts
+    }
+
+
+def first_open_stage(session: Session, run_id: int) -> Stage | None:
+    """The first stage (by position) that is neither succeeded nor skipped."""
+    return session.scalars(
+        select(Stage)
+        .where(Stage.run_id == run_id, Stage.status.not_in(STAGE_DONE))
+        .order_by(Stage.position)
+        .limit(1)
+    ).first()
+
+
+def prepare_launch(session: Session, run: Run) -> Stage | None:
+    """Queue the run's first open stage and stamp `launched_at` (no commit; see `launch_run`)."""
+    stage = first_open_stage(session, run.id)
+    if stage is None or stage.status in ("queued", "running"):
+        return None
+    run.launched_at = utcnow()
+    return mark_queued(stage)
+
+
+def launch_run(session: Session, run_id: int, launcher: Launcher) -> Stage | None:
+    """Queue the first open stage, COMMIT, and enqueue it. None if nothing was launched."""
+    run = require_run(session, run_id)
+    if run.status in RUN_FINISHED:
+        raise ConflictError(f"run {run_id} is {run.status}")
+    stage = prepare_launch(session, run)
+    commit_and_send(session, [stage] if stage else [], launcher)
+    return stage
+
+
+def cancel_run(session: Session, run_id: int, launcher: Launcher) -> Run:
+    """Mark the run and its unfinished stages cancelled, COMMIT, revoke their tasks.
+
+    The worker polls `heartbeat`/`is_run_cancelled` and kills the stage's process group. A sweep
+    child frees a slot, so waiting siblings are launched. Cancelling a cancelled run is a no-op.
+    """
+    run = require_run(session, run_id)
+    if run.status == "cancelled":
+        return run
+    if run.status in RUN_FINISHED:
+        raise ConflictError(f"run {run_id} is already {run.status}")
+    now = utcnow()
+    active = session.scalars(
+        select(Stage).where(Stage.run_id == run_id, Stage.status.in_(("queued", "running")))
+    ).all()
+    task_ids = [s.task_id for s in active if s.task_id]
+    execute_update(
+        session,
+        update(Stage)
+        .where(Stage.run_id == run_id, Stage.status.in_(("pending", "queued", "running")))
+        .values(status="cancelled", finished_at=now),
+        (Stage, {"run_id": run_id}),
+    )
+    run.status = "cancelled"
+    run.finished_at = now
+    session.commit()
+    launcher.revoke(task_ids)
+    if run.sweep_id is not None:
+        from backend.store.sweeps import launch_waiting_sweep_runs
+
+        launch_waiting_sweep_runs(session, run.sweep_id, launcher)
+    session.refresh(run)
+    return run
+
+
+def resume_run(session: Session, run_id: int, launcher: Launcher) -> Run:
+    """Continue a failed or cancelled run from its first stage that did not succeed.
+
+    Unfinished stages go back to pending (their attempt counters are kept); a sweep child
+    waits for a free slot like its never-launched siblings.
+    """
+    run = require_run(session, run_id)
+    if run.status not in ("failed", "cancelled"):
+        raise ConflictError(f"run {run_id} is {run.status}; only failed or cancelled runs resume")
+    execute_update(
+        session,
+        update(Stage)
+        .where(Stage.run_id == run_id, Stage.status.not_in(STAGE_DONE))
+        .values(
+            status="pending",
+            progress=0.0,
+            message=None,
+            error=None,
+            task_id=None,
+            pid=None,
+            finished_at=None,
+            queued_at=None,
+        ),
+        (Stage, {"run_id": run_id}),
+    )
+    execute_update(
+        session,
+        update(Iteration)
+        .where(Iteration.run_id == run_id, Iteration.index >= _first_open_iteration(session, run_id))
+        .values(finished_at=None),
+        (Iteration, {"run_id": run_id}),
+    )
+    run.status = "queued"
+    run.error = None
+    run.finished_at = None
+    run.launched_at = None
+    session.flush()
+    if run.sweep_id is not None:
+        from backend.store.sweeps import launch_waiting_sweep_runs
+
+        session.commit()
+        launch_waiting_sweep_runs(session, run.sweep_id, launcher)
+    else:
+        stage = prepare_launch(session, run)
+        commit_and_send(session, [stage] if stage else [], launcher)
+    session.refresh(run)
+    return run
+
+
+def _first_open_iteration(session: Session, run_id: int) -> int:
+    stage = first_open_stage(session, run_id)
+    return stage.iteration if stage is not None else 1 << 30
+
+
+def is_run_cancelled(session: Session, run_id: int) -> bool:
+    """The store-level cancel flag the worker checks between and during stages."""
+    return session.scalar(select(Run.status).where(Run.id == run_id)) == "cancelled"
+
+
+def mark_run_failed(session: Session, run_id: int, error: str) -> bool:
+    """Fail an active run with `error` (flushes). False if it had already finished."""
+    failed = (
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_(("queued", "running")))
+        .values(status="failed", error=error, finished_at=utcnow(), updated_at=utcnow())
+    )
+    return execute_update(session, failed, (Run, {"id": run_id})) == 1

@@ -1,0 +1,53 @@
+"""/runs/{id}/metrics over HTTP: bulk ingest (≥1000 points), idempotent retries, downsampled history."""
+
+from __future__ import annotations
+
+from tests.backend.conftest import Api
+
+
+def batch(start: int, n: int, key: str = "loss") -> dict:
+    return {
+        "points": [
+            {"iteration": 0, "stage": "train", "key": key, "step": s, "value": 1.0 / (s + 1)}
+            for s in range(start, start + n)
+        ]
+    }
+
+
+def test_bulk_ingest_is_idempotent(api: Api) -> None:
+    run = api.create_run()
+    url = f"/api/v1/runs/{run['id']}/metrics"
+    first = api.client.post(url, json=batch(0, 2000))
+    assert first.status_code == 200 and first.json() == {"received": 2000, "inserted": 2000}
+    assert api.client.post(url, json=batch(0, 2000)).json() == {"received": 2000, "inserted": 0}
+    assert api.client.post(url, json=batch(1500, 1000)).json() == {"received": 1000, "inserted": 500}
+    history = api.client.get(url, params={"key": "loss", "points": 5000}).json()["series"]
+    assert history[0]["total"] == 2500 and len(history[0]["points"]) == 2500
+    assert [p["step"] for p in history[0]["points"]] == list(range(2500))
+
+
+def test_history_is_downsampled_server_side(api: Api) -> None:
+    run = api.create_run()
+    url = f"/api/v1/runs/{run['id']}/metrics"
+    api.client.post(url, json=batch(0, 3000))
+    api.client.post(url, json=batch(0, 10, key="reward/chosen"))
+    response = api.client.get(url, params={"key": ["loss", "reward/chosen"], "points": 100}).json()
+    loss, reward = response["series"]
+    assert loss["key"] == "loss" and loss["total"] == 3000 and len(loss["points"]) == 100
+    assert sum(p["count"] for p in loss["points"]) == 3000
+    assert loss["points"][0]["value"] == sum(1.0 / (s + 1) for s in range(30)) / 30
+    assert reward["total"] == 10 and len(reward["points"]) == 10
+    everything = api.client.get(url, params={"points": 50}).json()["series"]
+    assert {s["key"] for s in everything} == {"loss", "reward/chosen"}
+    keys = api.client.get(f"{url}/keys").json()["items"]
+    assert keys == [{"key": "loss", "count": 3000}, {"key": "reward/chosen", "count": 10}]
+
+
+def test_invalid_points_are_rejected(api: Api) -> None:
+    run = api.create_run()
+    url = f"/api/v1/runs/{run['id']}/metrics"
+    bad = {"points": [{"key": "", "step": -1, "value": 1.0}]}
+    locs = {tuple(e["loc"]) for e in api.client.post(url, json=bad).json()["detail"]}
+    assert locs == {("body", "points", 0, "key"), ("body", "points", 0, "step")}
+    assert api.client.post(url, json={"points": []}).status_code == 422
+    assert api.client.post("/api/v1/runs/2147483647/metrics", json=batch(0, 1)).status_code == 404

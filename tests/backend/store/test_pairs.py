@@ -1,0 +1,93 @@
+"""Pairs: idempotent replace, filters, keyset pagination, record round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.store import pairs, runs
+from tests.backend.conftest import small_config
+
+
+def pair_record(i: int, *, s_ref: float | None = None, text: str = "") -> dict:
+    return {
+        "id": f"p-{i}",
+        "prompt": [{"role": "user", "content": f"prompt {i} {text}"}],
+        "chosen": [{"role": "assistant", "content": f"chosen {i}"}],
+        "rejected": [{"role": "assistant", "content": f"rejected {i}"}],
+        "score_chosen": 0.9,
+        "score_rejected": 0.1,
+        "chosen_length": 10 + i % 7,
+        "rejected_length": 10,
+        "chosen_chars": 40,
+        "rejected_chars": 30,
+        "ref_chosen_logps": -10.0,
+        "ref_rejected_logps": -10.0 - (s_ref if s_ref is not None else (i % 5) - 2),
+        "custom_field": i,
+    }
+
+
+def test_replace_is_idempotent_per_iteration(session) -> None:
+    run = runs.create_run(session, small_config())
+    assert pairs.replace_pairs(session, run.id, 0, [pair_record(i) for i in range(30)]) == 30
+    assert pairs.replace_pairs(session, run.id, 1, [pair_record(i) for i in range(5)]) == 5
+    assert (
+        pairs.replace_pairs(session, run.id, 0, [pair_record(i) for i in range(20)]) == 20
+    )  # a retried stage
+    session.commit()
+    _, _, total = pairs.query_pairs(session, run.id, include_total=True)
+    assert total == 25
+    assert pairs.pair_stats_by_iteration(session, run.id)[0]["pairs"] == 20
+
+
+def test_s_ref_is_derived_from_reference_logps(session) -> None:
+    run = runs.create_run(session, small_config())
+    pairs.replace_pairs(session, run.id, 0, [pair_record(0, s_ref=2.5)])
+    (row,), _, _ = pairs.query_pairs(session, run.id)
+    assert row.s_ref == pytest.approx(2.5)
+    record = pairs.pair_record(row)
+    assert record["chosen"] == [{"role": "assistant", "content": "chosen 0"}] and record["custom_field"] == 0
+
+
+def test_bad_records_name_the_field(session) -> None:
+    run = runs.create_run(session, small_config())
+    bad = pair_record(0) | {
+        "chosen": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}]
+    }
+    with pytest.raises(ValueError, match=r"pairs\[1\]\.chosen"):
+        pairs.replace_pairs(session, run.id, 0, [pair_record(0), bad])
+
+
+def test_filters_and_keyset_pages(session) -> None:
+    run = runs.create_run(session, small_config())
+    records = [pair_record(i, text="needle_%" if i % 10 == 0 else "hay") for i in range(100)]
+    pairs.replace_pairs(session, run.id, 0, records[:60])
+    pairs.replace_pairs(session, run.id, 1, records[60:])
+    session.commit()
+
+    def collect(**filters) -> list[tuple[int, int]]:
+        seen, cursor = [], None
+        while True:
+            page, cursor, _ = pairs.query_pairs(session, run.id, limit=7, cursor=cursor, **filters)
+            seen += [(p.iteration, p.idx) for p in page]
+            if cursor is None:
+                return seen
+
+    everything = collect()
+    assert everything == sorted(everything) and len(set(everything)) == 100
+    assert len(collect(iteration=1)) == 40
+    agree = collect(agreement="agree")
+    disagree = collect(agreement="disagree")
+    assert len(agree) + len(disagree) == 100
+    assert len(agree) == sum(1 for i in range(100) if (i % 5) - 2 > 0)
+    assert len(collect(min_length_diff=3, max_length_diff=4)) == sum(1 for i in range(100) if i % 7 in (3, 4))
+    assert len(collect(q="NEEDLE_%")) == 10  # case-insensitive, wildcards literal
+    assert collect(q="no such text") == []
+    combined = collect(iteration=0, q="needle", agreement="disagree")
+    assert combined == [(0, i) for i in range(0, 60, 10) if (i % 5) - 2 <= 0]
+
+
+def test_pair_stats_agreement_rate(session) -> None:
+    run = runs.create_run(session, small_config())
+    pairs.replace_pairs(session, run.id, 0, [pair_record(i, s_ref=1.0 if i < 3 else -1.0) for i in range(4)])
+    stats = pairs.pair_stats_by_iteration(session, run.id)[0]
+    assert stats["agreement_rate"] == pytest.approx(0.75) and stats["mean_s_ref"] == pytest.approx(0.5)

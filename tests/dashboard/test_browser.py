@@ -1,0 +1,120 @@
+"""The dashboard in a real browser: `streamlit run dashboard/app.py` against the stand-in API.
+
+Uses the system Chromium (Debian package `chromium`); Playwright's own browser downloads are
+never used. Without /usr/bin/chromium the test is skipped, unless AIPO_REQUIRE_SERVICES=1
+(CI), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.dashboard.stand_in_api import free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+REQUIRED = os.environ.get("AIPO_REQUIRE_SERVICES") == "1"
+
+if not CHROMIUM.exists():
+    if REQUIRED:
+        pytest.fail(
+            f"{CHROMIUM} is missing and AIPO_REQUIRE_SERVICES=1 (apt-get install chromium)", pytrace=False
+        )
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)", allow_module_level=True)
+
+try:
+    from playwright import sync_api
+except ImportError:
+    if REQUIRED:
+        raise
+    pytest.skip("the playwright package is not installed", allow_module_level=True)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/_stcore/health", timeout=2).text.strip() == "ok":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"streamlit did not become healthy at {url} within {timeout_s:.0f} s")
+
+
+@pytest.fixture
+def dashboard_url(stand_in, tmp_path) -> Iterator[str]:
+    """A headless `streamlit run dashboard/app.py` on a random port, pointed at the stand-in API."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIPO_API_URL": stand_in.url,
+        "AIPO_API_TOKEN": stand_in.token,
+        "AIPO_HOME": str(tmp_path),
+    }
+    log = (tmp_path / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(APP),
+            "--server.headless=true",
+            f"--server.port={port}",
+            "--server.address=127.0.0.1",
+            "--browser.gatherUsageStats=false",
+            "--server.fileWatcherType=none",
+            "--global.developmentMode=false",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=APP.parents[1],
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.mark.timeout(240)
+def test_runs_page_in_a_browser(dashboard_url, tmp_path):
+    screenshot = tmp_path / "runs-page.png"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(dashboard_url, wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+            # The runs table draws on a canvas and mirrors its cells in an accessibility table.
+            cell = page.locator("[role=gridcell]", has_text="aipo-smollm2")
+            cell.first.wait_for(state="attached", timeout=60_000)
+            assert cell.count() == 1
+            assert page.get_by_text("6 of 6 runs").is_visible()
+            assert page.get_by_text("API unreachable").count() == 0
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000
+    if os.environ.get("AIPO_SCREENSHOT_DIR"):
+        target = Path(os.environ["AIPO_SCREENSHOT_DIR"]) / screenshot.name
+        target.write_bytes(screenshot.read_bytes())

@@ -1,0 +1,73 @@
+"""Fixtures for the worker tests: a migrated SQLite store per test, broker wake-up inspection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aipo_core.config import RunConfig
+from backend.broker import make_celery_app
+from backend.db import dispose_engines, session_scope
+from backend.launcher import CeleryLauncher
+from backend.migrate import upgrade
+from backend.settings import Settings, get_settings
+from backend.store.runs import create_run
+
+#: Short timings so that supervision and reconciliation happen within a test's patience.
+FAST_TIMINGS = {
+    "AIPO_STAGE_HEARTBEAT_INTERVAL_S": "0.2",
+    "AIPO_STAGE_HEARTBEAT_TIMEOUT_S": "3",
+    "AIPO_STAGE_QUEUED_TIMEOUT_S": "3",
+    "AIPO_RECONCILE_INTERVAL_S": "0.5",
+    "AIPO_STAGE_KILL_GRACE_S": "2",
+}
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Embedded settings (SQLite + filesystem broker) under a fresh AIPO_HOME, migrated."""
+    monkeypatch.setenv("AIPO_HOME", str(tmp_path / "home"))
+    for name in ("AIPO_DATABASE_URL", "AIPO_BROKER_URL", "AIPO_ARTIFACT_ROOT", "AIPO_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in FAST_TIMINGS.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    dispose_engines()
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    yield settings
+    dispose_engines()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def launcher(store: Settings) -> CeleryLauncher:
+    return CeleryLauncher(store)
+
+
+def tiny_config(iterations: int = 1, name: str = "tiny") -> RunConfig:
+    return RunConfig.model_validate({"name": name, "model": "tiny-random-llama", "iterations": iterations})
+
+
+def new_run(config: RunConfig | None = None) -> int:
+    with session_scope() as session:
+        return create_run(session, config or tiny_config()).id
+
+
+def drain_wakeups(settings: Settings, queue: str = "gpu") -> list[tuple[str, int]]:
+    """Consume every message waiting on `queue`: (task name, stage id) in send order."""
+    app = make_celery_app(settings)
+    found = []
+    with app.connection_for_read() as connection:
+        simple = connection.SimpleQueue(queue)
+        while True:
+            try:
+                message = simple.get(timeout=0.2)
+            except simple.Empty:
+                break
+            found.append((message.headers["task"], int(message.payload[0][0])))
+            message.ack()
+        simple.close()
+    return found

@@ -1,0 +1,129 @@
+"""Tiny stage bodies with `aipo_core.pipeline.run_stage`'s signature, for supervision tests.
+
+They exercise the child-process machinery (events, results, crashes, process groups) without
+loading a model. The child imports them as `tests.worker.stage_bodies:<name>`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aipo_core.config import RunConfig
+
+
+def quick(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Emits three metrics and a progress event, prints to both streams, returns a summary."""
+    assert sink is not None
+    for step in range(3):
+        sink({"kind": "metric", "step": step, "values": {"loss": 1.0 / (step + 1)}})
+    sink({"kind": "progress", "fraction": 1.0, "message": "done"})
+    print(f"stdout line from {stage}")
+    print(f"stderr line from {stage}", file=__import__("sys").stderr)
+    return {"stage": stage, "run_id": run_id, "iteration": iteration, "model": config.model}
+
+
+def sleepy(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Starts a grandchild and never finishes on its own: something to cancel or orphan."""
+    grandchild = subprocess.Popen(["sleep", "600"])
+    (Path(artifact_root) / "pids").write_text(f"{os.getpid()} {grandchild.pid}")
+    step = 0
+    while True:
+        assert sink is not None
+        sink({"kind": "progress", "fraction": 0.0, "message": f"tick {step}"})
+        step += 1
+        time.sleep(0.2)
+
+
+def failing(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Raises: the error message must reach the supervisor."""
+    raise ValueError("the judge refused to judge")
+
+
+def crashing(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Dies abruptly (like an OOM kill): no result file, only the log."""
+    print("about to crash", flush=True)
+    os._exit(7)
+
+
+def _pair(i: int) -> dict[str, Any]:
+    return {
+        "id": f"p{i}", "prompt": [{"role": "user", "content": f"question {i}"}],
+        "chosen": [{"role": "assistant", "content": f"good answer {i}"}],
+        "rejected": [{"role": "assistant", "content": f"bad {i}"}],
+        "score_chosen": 1.0, "score_rejected": 0.0, "chosen_length": 3, "rejected_length": 2,
+        "chosen_chars": 13, "rejected_chars": 5, "ref_chosen_logps": -3.0, "ref_rejected_logps": -2.5,
+        "s_ref": -0.5,
+    }  # fmt: skip
+
+
+def _eval_sample(i: int) -> dict[str, Any]:
+    return {
+        "id": f"e{i}", "instruction": f"task {i}", "output": "out", "baseline_output": "base",
+        "preference": 2.0 if i % 2 else 1.0, "output_chars": 3, "baseline_chars": 4, "output_tokens": 1,
+    }  # fmt: skip
+
+
+def artifacts(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Writes each stage's artifact in the pipeline's layout (pairs after rank, eval samples after
+    evaluate), so the worker's loading into the store runs on real files."""
+    from aipo_core.artifacts import iteration_dir, write_jsonl_atomic
+
+    folder = iteration_dir(artifact_root, run_id, iteration)
+    assert sink is not None
+    sink({"kind": "metric", "step": 1, "values": {f"{stage}/loss": 0.5, "text": "ignored"}})
+    if stage == "rank":
+        write_jsonl_atomic(folder / "pairs.jsonl", [_pair(i) for i in range(3)])
+    if stage == "evaluate":
+        write_jsonl_atomic(folder / "eval" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(2)])
+        return {"alpaca_eval": {"win_rate": 50.0, "n": 2}, "note": "text is not a metric"}
+    return {"count": 3, "model_cache_dir": str(model_cache_dir)}

@@ -1,0 +1,171 @@
+"""Reliability of real deployments: real API, real Celery workers, the real pipeline (tiny model).
+
+Runs are submitted over HTTP and executed by `celery worker` processes started exactly as
+`aipo up` starts them. PostgreSQL + Redis tests skip when the services are unreachable, unless
+AIPO_REQUIRE_SERVICES=1 (then they fail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from aipo_core.artifacts import iteration_dir, read_jsonl
+from backend.db import session_scope
+from backend.store.models import EvalSample, Iteration, Metric, Pair, Stage
+from worker.stage_process import group_alive
+
+from .harness import (
+    TERMINAL,
+    TINY_RUN,
+    deployment,
+    get_run,
+    kill_group,
+    postgres_database,
+    redis_database,
+    restart_redis,
+    submit,
+    wait_for_status,
+    wait_until,
+)
+
+RUN_TIMEOUT_S = 240
+
+
+def _stages(run_id: int) -> list[Stage]:
+    with session_scope() as session:
+        return list(session.scalars(select(Stage).where(Stage.run_id == run_id).order_by(Stage.position)))
+
+
+def _running(run_id: int, name: str | None = None) -> Stage | None:
+    """The run's stage that is running with its child started (pid recorded), if any."""
+    for stage in _stages(run_id):
+        if stage.status == "running" and stage.pid and (name is None or stage.name == name):
+            return stage
+    return None
+
+
+def assert_complete_without_duplicates(run_id: int, artifact_root: Path, iterations: int) -> None:
+    """Every stage succeeded once; DB rows mirror the artifacts exactly once per iteration."""
+    stages = _stages(run_id)
+    assert [(s.iteration, s.name, s.status) for s in stages] == [
+        (k, name, "succeeded") for k in range(iterations)
+        for name in ("self_instruct", "generate", "rank", "train", "evaluate")
+    ]  # fmt: skip
+    with session_scope() as session:
+        assert session.scalar(select(Iteration.index).where(Iteration.run_id == run_id).order_by(
+            Iteration.index.desc())) == iterations - 1  # fmt: skip
+        assert (
+            len(session.scalars(select(Iteration.id).where(Iteration.run_id == run_id)).all()) == iterations
+        )
+        for k in range(iterations):
+            folder = iteration_dir(artifact_root, str(run_id), k)
+            expected = [p["id"] for p in read_jsonl(folder / "pairs.jsonl")]
+            stored = session.scalars(
+                select(Pair.uid).where(Pair.run_id == run_id, Pair.iteration == k).order_by(Pair.idx)
+            ).all()
+            assert list(stored) == [str(uid) for uid in expected]
+            samples = session.scalars(
+                select(EvalSample.uid).where(EvalSample.run_id == run_id, EvalSample.iteration == k)
+            ).all()
+            assert len(samples) == len(read_jsonl(folder / "eval" / "alpaca_eval.jsonl")) == 2
+            train_steps = session.scalars(
+                select(Metric.step).where(Metric.run_id == run_id, Metric.iteration == k,
+                                          Metric.stage == "train", Metric.key == "loss")
+            ).all()  # fmt: skip
+            assert sorted(train_steps) == sorted(set(train_steps)) and train_steps, "train loss curve"
+
+
+def _config(**changes: Any) -> dict[str, Any]:
+    return {**TINY_RUN, **changes}
+
+
+@pytest.mark.services
+def test_sigkilled_worker_during_training_run_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (
+        postgres_database() as database,
+        redis_database() as broker,
+        deployment(tmp_path, monkeypatch, database_url=database, broker_url=broker) as dep,
+    ):
+        run_id = submit(dep, _config(name="kill-worker"))
+        train = wait_until(lambda: _running(run_id, "train"), timeout_s=RUN_TIMEOUT_S, what="train", dep=dep)
+        worker = dep.stack.service("worker-0")
+        kill_group(worker.process.pid)
+        worker.process.wait()
+        # The orphaned stage child notices its supervisor is gone and kills its own group.
+        wait_until(lambda: not group_alive(train.pid), timeout_s=10, what="orphaned stage to exit", dep=dep)
+        dep.start_worker("worker-1")
+        run = wait_for_status(dep, run_id, TERMINAL, timeout_s=RUN_TIMEOUT_S)
+        assert run["status"] == "succeeded", run
+        assert_complete_without_duplicates(run_id, dep.stack.home, iterations=1)
+        assert next(s for s in _stages(run_id) if s.name == "train").attempt == 2
+
+
+@pytest.mark.services
+def test_cancel_kills_stage_group_and_resume_completes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with (
+        postgres_database() as database,
+        redis_database() as broker,
+        deployment(tmp_path, monkeypatch, database_url=database, broker_url=broker) as dep,
+    ):
+        run_id = submit(dep, _config(name="cancel-resume"))
+        stage = wait_until(lambda: _running(run_id, "rank"), timeout_s=RUN_TIMEOUT_S, what="rank", dep=dep)
+        with dep.client as client:
+            assert client.post(f"/runs/{run_id}/cancel").status_code == 200
+        wait_until(lambda: not group_alive(stage.pid), timeout_s=10, what="stage group to die", dep=dep)
+        assert get_run(dep, run_id)["status"] == "cancelled"
+        with dep.client as client:
+            assert client.post(f"/runs/{run_id}/resume").status_code == 200
+        run = wait_for_status(dep, run_id, TERMINAL, timeout_s=RUN_TIMEOUT_S)
+        assert run["status"] == "succeeded", run
+        assert_complete_without_duplicates(run_id, dep.stack.home, iterations=1)
+
+
+def _full_run(dep: Any, during: Callable[[int], None] | None = None) -> None:
+    run_id = submit(dep, _config(name="two-iterations", iterations=2))
+    if during is not None:
+        during(run_id)
+    run = wait_for_status(dep, run_id, TERMINAL, timeout_s=2 * RUN_TIMEOUT_S)
+    assert run["status"] == "succeeded", run
+    assert_complete_without_duplicates(run_id, dep.stack.home, iterations=2)
+    with dep.client as client:
+        iterations = client.get(f"/runs/{run_id}/iterations").json()["items"]
+        train = next(s for s in client.get(f"/runs/{run_id}/stages").json()["items"] if s["name"] == "train")
+        log = client.get(f"/runs/{run_id}/stages/{train['id']}/log").text
+    assert [it["index"] for it in iterations] == [0, 1]
+    for it in iterations:
+        assert it["status"] == "succeeded"
+        assert it["eval_metrics"]["alpaca_eval/win_rate"] is not None
+        assert it["pair_stats"]["pairs"] > 0
+    assert "stage train of run" in log and "stage train: done" in log
+
+
+def test_two_iteration_run_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with deployment(tmp_path, monkeypatch) as dep:
+        _full_run(dep)
+
+
+@pytest.mark.services
+def test_two_iteration_run_postgres_redis_survives_redis_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The services deployment end to end; Redis restarts (losing every message) mid-run."""
+
+    def restart_during_generate(run_id: int) -> None:
+        wait_until(lambda: _running(run_id, "generate"), timeout_s=RUN_TIMEOUT_S, what="generate", dep=dep)
+        restart_redis(down_s=2.0)
+
+    with (
+        postgres_database() as database,
+        redis_database() as broker,
+        deployment(tmp_path, monkeypatch, database_url=database, broker_url=broker) as dep,
+    ):
+        _full_run(dep, during=restart_during_generate)

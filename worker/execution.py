@@ -1,0 +1,136 @@
+"""One stage attempt from wake-up to the next wake-up: claim → child process → record → enqueue next.
+
+This is the body of every `aipo.stage.<name>` task. It is safe to run twice for the same
+message (at-least-once delivery, re-sent wake-ups): `claim_stage` lets exactly one attempt
+proceed and returns None for a done, fresh-running or cancelled stage; the stage body skips
+work whose artifact is already complete; everything loaded into the database is keyed
+(metrics) or replaced as a whole (pairs, eval samples).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aipo_core.artifacts import iteration_dir
+from backend.db import session_scope
+from backend.launcher import Launcher
+from backend.settings import Settings
+from backend.store.stages import claim_stage, get_stage, heartbeat, stage_log_path
+from worker.control import StoreStageControl
+from worker.finalize import record_failure, record_success
+from worker.options import WorkerOptions
+from worker.stage_process import StageFiles, StageProcess
+from worker.stage_runner import DEFAULT_ENTRY
+from worker.supervise import keepalive, supervise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClaimedStage:
+    """What an attempt needs from the rows, copied out so that no session stays open."""
+
+    stage_id: int
+    run_id: int
+    iteration: int
+    name: str
+    attempt: int
+    config: dict[str, Any]
+    log_path: Path
+
+
+def execute_stage(
+    stage_id: int,
+    *,
+    expected_stage: str,
+    task_id: str | None,
+    settings: Settings,
+    launcher: Launcher,
+    entry: str = DEFAULT_ENTRY,
+) -> str:
+    """Run one attempt of a stage; returns a one-word outcome for the task log."""
+    options = WorkerOptions.from_settings(settings)
+    root = settings.resolved_artifact_root
+    claimed = _claim(stage_id, expected_stage, task_id, root, options)
+    if claimed is None:
+        return "skipped"
+    files = StageFiles.under(claimed.log_path.parent, claimed.log_path.stem)
+    spec = {
+        "entry": entry,
+        "stage": claimed.name,
+        "config": claimed.config,
+        "artifact_root": str(root),
+        "run_id": str(claimed.run_id),
+        "iteration": claimed.iteration,
+        "events": str(files.events),
+        "result": str(files.result),
+        "model_cache_dir": str(settings.home / "models"),
+    }
+    control = StoreStageControl(stage_id, claimed.run_id, claimed.iteration, claimed.name, claimed.attempt)
+    with keepalive(control, interval_s=options.heartbeat_interval_s):
+        process = StageProcess.start(spec, files, attempt=claimed.attempt)
+    log.info(
+        "stage %d (%s, run %d, iteration %d) attempt %d: pid %d",
+        stage_id,
+        claimed.name,
+        claimed.run_id,
+        claimed.iteration,
+        claimed.attempt,
+        process.pid,
+    )
+    _record_pid(claimed, process.pid)
+    result = supervise(
+        process, control, interval_s=options.heartbeat_interval_s, kill_grace_s=options.kill_grace_s
+    )
+    if result.stopped or result.outcome is None:
+        return "stopped"
+    if result.outcome.ok:
+        stage_dir = iteration_dir(root, str(claimed.run_id), claimed.iteration)
+        record_success(claimed, result.outcome.summary, stage_dir=stage_dir, launcher=launcher)
+        return "succeeded"
+    record_failure(claimed, result.outcome, max_attempts=options.max_attempts, launcher=launcher)
+    return "failed"
+
+
+def _record_pid(claimed: ClaimedStage, pid: int) -> None:
+    """Store the child's pid (= its process group id) so that operators can find the group."""
+    with session_scope() as session:
+        heartbeat(session, claimed.stage_id, pid=pid, attempt=claimed.attempt)
+
+
+def _claim(
+    stage_id: int, expected_stage: str, task_id: str | None, root: Path, options: WorkerOptions
+) -> ClaimedStage | None:
+    with session_scope() as session:
+        stage = get_stage(session, stage_id)
+        if stage is None:
+            log.warning("stage %d does not exist; dropping its wake-up", stage_id)
+            return None
+        if stage.name != expected_stage:
+            log.error(
+                "stage %d is a %s stage, not %s; dropping the wake-up", stage_id, stage.name, expected_stage
+            )
+            return None
+        log_path = stage_log_path(root, stage.run_id, stage.iteration, stage.name)
+        claimed = claim_stage(
+            session,
+            stage_id,
+            task_id=task_id,
+            log_path=str(log_path),
+            stale_after_s=options.heartbeat_timeout_s,
+        )
+        if claimed is None:
+            log.info("stage %d is done, running elsewhere or cancelled; nothing to do", stage_id)
+            return None
+        return ClaimedStage(
+            stage_id=claimed.id,
+            run_id=claimed.run_id,
+            iteration=claimed.iteration,
+            name=claimed.name,
+            attempt=claimed.attempt,
+            config=dict(claimed.run.config),
+            log_path=log_path,
+        )

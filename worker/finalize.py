@@ -1,0 +1,170 @@
+"""Recording a finished stage attempt and moving the run forward.
+
+Success commits, in ONE transaction, the stage's database copies (pairs, eval samples, summary
+metrics), its `succeeded` status and the next stage's `queued` status; only then is the next
+wake-up sent. A crash anywhere before the commit leaves the stage `running` with a dying
+heartbeat, so the reconciler re-runs it (the stage body skips its complete artifact); a lost
+wake-up after the commit leaves the next stage `queued`, which the reconciler re-sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aipo_core.artifacts import read_jsonl
+from backend.db import session_scope
+from backend.launcher import Launcher
+from backend.store.eval_samples import replace_eval_samples
+from backend.store.metrics import ingest_metrics
+from backend.store.models import RUN_FINISHED
+from backend.store.pairs import replace_pairs
+from backend.store.runs import get_run
+from backend.store.stages import (
+    complete_stage,
+    fail_stage,
+    next_stage,
+    queue_stage,
+    retry_stage,
+    skip_stage,
+)
+from backend.store.sweeps import launch_waiting_sweep_runs
+from worker.stage_process import StageOutcome
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from worker.execution import ClaimedStage
+
+log = logging.getLogger(__name__)
+
+#: The file or folder each stage produces inside `iter_{k}/` (DESIGN.md §2, artifacts).
+STAGE_ARTIFACTS = {
+    "self_instruct": "instructions.jsonl",
+    "generate": "candidates.jsonl",
+    "rank": "pairs.jsonl",
+    "train": "policy",
+    "evaluate": "eval",
+}
+
+
+def summary_points(summary: dict[str, Any], *, iteration: int, stage: str) -> list[dict[str, Any]]:
+    """A stage summary's numbers as metric points at step 0; nested dicts join keys with '/'."""
+    points: list[dict[str, Any]] = []
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}/{key}" if prefix else str(key), value)
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            points.append(
+                {"iteration": iteration, "stage": stage, "key": prefix, "step": 0, "value": float(node)}
+            )
+
+    walk("", summary)
+    return points
+
+
+def load_stage_outputs(session: Session, claimed: ClaimedStage, stage_dir: Path) -> None:
+    """Copy the rows the dashboard queries (pairs after rank, samples after evaluate) into the store.
+
+    `replace_*` deletes and re-inserts one iteration's rows, so a retried stage never duplicates.
+    """
+    if claimed.name == "rank":
+        pairs = stage_dir / STAGE_ARTIFACTS["rank"]
+        if pairs.exists():
+            count = replace_pairs(session, claimed.run_id, claimed.iteration, read_jsonl(pairs))
+            log.info("run %d iteration %d: stored %d pairs", claimed.run_id, claimed.iteration, count)
+    elif claimed.name == "evaluate":
+        for path in sorted((stage_dir / STAGE_ARTIFACTS["evaluate"]).glob("*.jsonl")):
+            count = replace_eval_samples(
+                session, claimed.run_id, claimed.iteration, path.stem, read_jsonl(path)
+            )
+            log.info(
+                "run %d iteration %d: stored %d %s samples",
+                claimed.run_id,
+                claimed.iteration,
+                count,
+                path.stem,
+            )
+
+
+def record_success(
+    claimed: ClaimedStage, summary: dict[str, Any], *, stage_dir: Path, launcher: Launcher
+) -> None:
+    """Store the outputs, mark the stage done and queue the next one (see the module doc)."""
+    artifact = stage_dir / STAGE_ARTIFACTS.get(claimed.name, "")
+    finished_sweep: int | None = None
+    with session_scope() as session:
+        load_stage_outputs(session, claimed, stage_dir)
+        points = summary_points(summary, iteration=claimed.iteration, stage=claimed.name)
+        if points:
+            ingest_metrics(session, claimed.run_id, points)
+        if summary.get("skipped"):
+            done = skip_stage(session, claimed.stage_id, reason=f"skipped: {summary['skipped']}")
+        else:
+            done = complete_stage(
+                session, claimed.stage_id, artifact_path=str(artifact), attempt=claimed.attempt
+            )
+        if done is None:
+            log.info("stage %d was cancelled or taken over meanwhile; not moving on", claimed.stage_id)
+            return
+        following = next_stage(session, claimed.stage_id)
+        if following is None:
+            finished_sweep = _finished_sweep(session, claimed.run_id)
+        else:
+            _queue(session, following.id, launcher)
+    _launch_sweep(finished_sweep, launcher)
+
+
+def record_failure(
+    claimed: ClaimedStage, outcome: StageOutcome, *, max_attempts: int, launcher: Launcher
+) -> None:
+    """A crash is retried while attempts remain; an error the stage body raised fails the run.
+
+    Re-running a stage that raised (bad data, bad config) would raise again, so only crashes
+    (killed by a signal, no result written) spend the retry budget.
+    """
+    error = outcome.error or "stage failed"
+    finished_sweep: int | None = None
+    with session_scope() as session:
+        if outcome.crashed and claimed.attempt < max_attempts:
+            log.warning(
+                "stage %d attempt %d crashed; re-queueing: %s", claimed.stage_id, claimed.attempt, error
+            )
+            retry_stage(session, claimed.stage_id, launcher, error=error, attempt=claimed.attempt)
+            return
+        message = _with_attempts(error, claimed.attempt, outcome.crashed)
+        if fail_stage(session, claimed.stage_id, message, attempt=claimed.attempt):
+            finished_sweep = _finished_sweep(session, claimed.run_id)
+    _launch_sweep(finished_sweep, launcher)
+
+
+def _with_attempts(error: str, attempt: int, crashed: bool) -> str:
+    return f"{error} (after {attempt} attempts)" if crashed else error
+
+
+def _queue(session: Session, stage_id: int, launcher: Launcher) -> None:
+    """Commit the next stage as queued and send its wake-up; an unsent wake-up is re-sent later."""
+    try:
+        queue_stage(session, stage_id, launcher)
+    except Exception:  # noqa: BLE001 - the reconciler re-sends queued stages whose wake-up was lost
+        log.exception("could not enqueue stage %d; the reconciler will re-send it", stage_id)
+
+
+def _finished_sweep(session: Session, run_id: int) -> int | None:
+    run = get_run(session, run_id)
+    if run is not None and run.sweep_id is not None and run.status in RUN_FINISHED:
+        return run.sweep_id
+    return None
+
+
+def _launch_sweep(sweep_id: int | None, launcher: Launcher) -> None:
+    """A finished sweep run frees a slot: launch the next waiting run of its sweep."""
+    if sweep_id is None:
+        return
+    with session_scope() as session:
+        launched = launch_waiting_sweep_runs(session, sweep_id, launcher)
+    if launched:
+        log.info("sweep %d: launched runs %s", sweep_id, launched)

@@ -1,0 +1,240 @@
+"""The stage child process: start it in its own session, watch it, kill its whole group.
+
+A stage body (model loading, generation, training) runs in a child process rather than in the
+Celery task itself because:
+- CUDA state and GPU memory belong to a process; a fresh process releases everything on exit;
+- a running stage must be cancellable from outside, including any grandchildren it spawned
+  (`accelerate launch`, data-loader workers): a session of its own makes the child the leader
+  of a process group that one `killpg` reaches entirely;
+- a crash (OOM, segfault) in the stage body must not take the worker down with it.
+
+Children come from a multiprocessing *forkserver*: a clean, single-threaded process started
+(by exec, not fork) on first use, which imports torch, transformers and the pipeline once and
+then forks one child per stage. A child therefore starts in milliseconds instead of paying
+several CPU-seconds of imports per stage, and it never inherits the worker's threads, locks or
+database connections (the reason not to fork the worker itself). Nothing in the forkserver
+touches CUDA, so every child still initialises its own.
+
+The child writes its stdout/stderr to the stage log file, its events (metrics, progress) to an
+events file, and its outcome to a result file, all named by a `StageFiles` (see
+`worker.stage_runner` for the child's side of this contract, and for `python -m
+worker.stage_runner SPEC`, which re-runs a stage by hand from its spec file).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import multiprocessing.forkserver
+import multiprocessing.resource_tracker
+import os
+import signal
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+#: Imported once by the forkserver so that stage children start warm. Missing ones are skipped.
+PRELOAD = ["worker.stage_preload"]
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(PRELOAD)
+
+
+def warm_up() -> None:
+    """Start the forkserver now, so its imports run before the first stage instead of during it."""
+    multiprocessing.forkserver.ensure_running()
+
+
+def shut_down() -> None:
+    """Stop (and reap) the forkserver and multiprocessing's resource tracker before exiting.
+
+    Both would otherwise outlive this process by a moment and be left to PID 1 to reap, which
+    a container's init may never do. The forkserver gets SIGTERM first: it may still be busy
+    with its imports and would only notice the closed pipe afterwards. Running stage children
+    are unaffected (own sessions). `_stop` is the standard library's own (test) hook.
+    """
+    server = multiprocessing.forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for helper in (server, multiprocessing.resource_tracker._resource_tracker):
+        stop = getattr(helper, "_stop", None)
+        if stop is not None:
+            stop()
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """Where one stage's child process writes.
+
+    `log` accumulates every attempt (each headed by a line from the supervisor), so that the
+    API can serve the whole story. `events` accumulates too: a retry whose stage body finds its
+    artifact complete emits nothing, and re-forwarding the earlier attempts' events (the store
+    ingests them idempotently) still delivers the metrics a killed supervisor never stored.
+    `result` belongs to the current attempt only.
+    """
+
+    log: Path
+    spec: Path
+    events: Path
+    result: Path
+    pid: Path
+
+    @classmethod
+    def under(cls, folder: Path, name: str) -> StageFiles:
+        """The files of the stage called `name` inside `folder`."""
+        return cls(
+            log=folder / f"{name}.log",
+            spec=folder / f"{name}.spec.json",
+            events=folder / f"{name}.events.jsonl",
+            result=folder / f"{name}.result.json",
+            pid=folder / f"{name}.pid",
+        )
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """How a child process ended: `ok` with the stage's summary, or an error message.
+
+    `crashed` tells a stage body that raised (it reported its error: retrying repeats it) from a
+    process that died without reporting (OOM killer, segfault, signal: a retry may succeed).
+    """
+
+    ok: bool
+    summary: dict[str, Any]
+    error: str | None
+    returncode: int
+    crashed: bool = False
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp name and rename it, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class StageProcess:
+    """A running stage child (see `worker.stage_runner.run_child`) that leads its own session."""
+
+    def __init__(self, process: BaseProcess, files: StageFiles) -> None:
+        self._process = process
+        self.files = files
+
+    @property
+    def pid(self) -> int:
+        """The child's pid; also its process-group id (it leads a new session)."""
+        assert self._process.pid is not None
+        return self._process.pid
+
+    @classmethod
+    def start(
+        cls, spec: dict[str, Any], files: StageFiles, *, env: dict[str, str] | None = None, attempt: int = 1
+    ) -> StageProcess:
+        """Write `spec` (with `env` to apply in the child), clear the previous result, fork the child.
+
+        The forkserver's environment is the one it started with, so per-stage variables travel
+        in the spec rather than through this process's environment.
+        """
+        from worker.stage_runner import run_child
+
+        files.log.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(files.spec, {**spec, "env": {**spec.get("env", {}), **(env or {})}})
+        files.result.unlink(missing_ok=True)
+        with open(files.log, "ab") as log:
+            stamp = datetime.now(UTC).isoformat(timespec="seconds")
+            log.write(f"=== {stamp} attempt {attempt} (supervisor pid {os.getpid()}) ===\n".encode())
+        process = _CONTEXT.Process(
+            target=run_child,
+            args=(str(files.spec), str(files.log), os.getpid()),
+            name=f"stage:{files.log.stem}",
+        )
+        process.start()
+        # Operators and tests find the process group here (pgid == pid: it leads its session).
+        files.pid.write_text(f"{process.pid}\n", encoding="utf-8")
+        return cls(process, files)
+
+    def poll(self) -> int | None:
+        """The exit status if the child has exited (negative: killed by that signal), else None."""
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to `timeout` s for the child to exit; its exit status, or None if still running."""
+        self._process.join(timeout)
+        return self._process.exitcode
+
+    def kill_group(self, grace_s: float = 5.0) -> None:
+        """SIGTERM the child's whole process group, then SIGKILL whatever is left after `grace_s`.
+
+        Returns once the child has exited and no process of the group remains (or after the
+        SIGKILL, which cannot be ignored).
+        """
+        pgid = self.pid
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if self._process.exitcode is not None and not group_alive(pgid):
+                break
+            time.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+        self._process.join(grace_s)
+
+    def outcome(self) -> StageOutcome:
+        """Read what the exited child reported; a missing result means it crashed or was killed."""
+        self._process.join()
+        code = self._process.exitcode
+        assert code is not None
+        try:
+            data = json.loads(self.files.result.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            data = None
+        if isinstance(data, dict) and data.get("ok") and code == 0:
+            return StageOutcome(True, dict(data.get("summary") or {}), None, code)
+        if isinstance(data, dict) and data.get("error"):
+            return StageOutcome(False, {}, str(data["error"]), code)
+        return StageOutcome(False, {}, _describe_exit(code, self.files.log), code, crashed=True)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process (zombies excepted once reaped) is still in process group `pgid`."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - the group exists but belongs to someone else
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal the group; before the child's setsid() there is no such group yet: signal the child."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(pgid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _describe_exit(code: int, log: Path) -> str:
+    """An error message for a child that left no result: its signal or code and its log tail."""
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    return f"stage process {how} without a result; log tail:\n{_tail(log)}"
+
+
+def _tail(path: Path, max_bytes: int = 2000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            return fh.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
