@@ -138,7 +138,6 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
 
 def stage_rank(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.ranking import make_ranker, rank_candidates, select_pairs
-    from aipo_core.training import attach_reference_logps
 
     model, tokenizer = _load_policy(ctx, ctx.policy_in())
     training = ctx.config.training
@@ -167,15 +166,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
         )
         summary |= {"candidates": len(candidates), **{f"dropped_{k}": v for k, v in drops.items()}}
     ctx.progress(0.8, "reference log-probs")
-    pairs = attach_reference_logps(
-        pairs,
-        model,
-        tokenizer,
-        batch_size=training.batch_size,
-        max_prompt_length=training.max_prompt_length,
-        max_length=training.max_length,
-        precision=training.precision,
-    )
+    pairs = _score_pairs(ctx, pairs, model, tokenizer)
     artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
     s_ref = [p["s_ref"] for p in pairs]
     summary |= {
@@ -209,14 +200,12 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
     return {"steps": result.steps, **result.metrics}
 
 
-def _policy_margins(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[float]:
-    """s_θ = logπθ(y_w) − logπθ(y_l) under the trained policy θ_{k+1}, one per pair (for Eq. 8)."""
+def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[dict[str, Any]]:
+    """Copies of `pairs` with `model`'s summed response log-probs, tokenized as the trainer does."""
     from aipo_core.training import attach_reference_logps
 
-    if not pairs:
-        return []
     training = ctx.config.training
-    scored = attach_reference_logps(
+    return attach_reference_logps(
         pairs,
         model,
         tokenizer,
@@ -225,7 +214,14 @@ def _policy_margins(ctx: StageContext, pairs: list[dict[str, Any]], model, token
         max_length=training.max_length,
         precision=training.precision,
     )
-    return [p["s_ref"] for p in scored]  # "s_ref" of the scorer = margin under the scoring model
+
+
+def _policy_margins(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[float]:
+    """s_θ = logπθ(y_w) − logπθ(y_l) under the trained policy θ_{k+1}, one per pair (for Eq. 8)."""
+    if not pairs:
+        return []
+    # The scorer names its margin s_ref; here the scoring model is θ_{k+1}, so it is s_θ.
+    return [p["s_ref"] for p in _score_pairs(ctx, pairs, model, tokenizer)]
 
 
 def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
