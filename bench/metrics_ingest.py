@@ -11,6 +11,7 @@ the downsampled history of one key (500 points) is timed; optionally also one 1M
 
     .venv/bin/python bench/metrics_ingest.py                  # full run
     .venv/bin/python bench/metrics_ingest.py --points 20000 --history-points 200000   # quick
+    .venv/bin/python bench/metrics_ingest.py --skip-ingest [--step-major]   # history only
 
 Targets: AIPO ingest ≥ 5× MLflow's; downsampled history p50 ≤ 100 ms at 1M points.
 """
@@ -85,8 +86,11 @@ def server(command: list[str], health_url: str, env: dict[str, str] | None = Non
         log.close()
 
 
-def make_points(n: int, keys: int = 10) -> list[tuple[str, int, float]]:
+def make_points(n: int, keys: int = 10, *, step_major: bool = False) -> list[tuple[str, int, float]]:
+    """n points over `keys` keys: key by key, or step by step (every key of a step, as training logs)."""
     steps = n // keys
+    if step_major:
+        return [(f"metric_{k}", s, (s % 97) / 97.0) for s in range(steps) for k in range(keys)]
     return [(f"metric_{k}", s, (s % 97) / 97.0) for k in range(keys) for s in range(steps)]
 
 
@@ -157,6 +161,25 @@ def mlflow_sender(base: str) -> Callable[[list], None]:
     return send
 
 
+def mlflow_rates(
+    venv: Path, tmp: str, points: list, client_counts: list[int]
+) -> tuple[str, dict[int, float]]:
+    """MLflow's version and its ingest rate (pts/s) per number of clients; its server runs meanwhile."""
+    mlflow = ensure_mlflow_venv(venv)
+    version = subprocess.run([str(mlflow), "--version"], capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+               "--default-artifact-root", f"{tmp}/mlartifacts", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", "1"]  # fmt: skip
+    rates = {}
+    with server(command, f"{base}/health"):
+        time.sleep(5)  # let MLflow finish its start-up work before timing
+        for clients in client_counts:
+            rates[clients] = rate(mlflow_sender(base), points, clients)
+    return version, rates
+
+
 def history_p50(base: str, run_id: int, key: str, points: int, repeats: int) -> tuple[float, float]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{base}/api/v1/runs/{run_id}/metrics"
@@ -181,33 +204,32 @@ def main() -> None:
     parser.add_argument(
         "--single-series", action="store_true", help="also time one series of that many points"
     )
+    parser.add_argument(
+        "--step-major",
+        action="store_true",
+        help="fill the history run step by step (all keys of a step together), as a training run logs",
+    )
+    parser.add_argument("--skip-ingest", action="store_true", help="only the history part (no MLflow)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--mlflow-venv", type=Path, default=Path("/tmp/mlflow-venv"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    mlflow = ensure_mlflow_venv(args.mlflow_venv)
-    version = subprocess.run([str(mlflow), "--version"], capture_output=True, text=True).stdout.strip()
     points = make_points(args.points)
-    results: dict = {"mlflow": version, "points": len(points), "batch": BATCH, "ingest": []}
+    results: dict = {"points": len(points), "batch": BATCH, "ingest": []}
     with tempfile.TemporaryDirectory() as tmp:
-        aipo_port, mlflow_port = free_port(), free_port()
-        aipo, mlf = f"http://127.0.0.1:{aipo_port}", f"http://127.0.0.1:{mlflow_port}"
+        # One server at a time, so neither competes with the other's background work for the CPU.
+        theirs: dict[int, float] = {}
+        if not args.skip_ingest:
+            results["mlflow"], theirs = mlflow_rates(args.mlflow_venv, tmp, points, args.clients)
+        aipo_port = free_port()
+        aipo = f"http://127.0.0.1:{aipo_port}"
         aipo_cmd = [sys.executable, "-m", "uvicorn", "backend.app:create_app", "--factory",
                     "--host", "127.0.0.1",
                     "--port", str(aipo_port), "--log-level", "warning"]  # fmt: skip
-        mlflow_cmd = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-                      "--default-artifact-root", f"{tmp}/mlartifacts", "--host", "127.0.0.1",
-                      "--port", str(mlflow_port), "--workers", "1"]  # fmt: skip
         aipo_env = {"AIPO_HOME": f"{tmp}/aipo", "AIPO_API_TOKEN": TOKEN}
-        # One server at a time, so neither competes with the other's background work for the CPU.
-        theirs: dict[int, float] = {}
-        with server(mlflow_cmd, f"{mlf}/health"):
-            time.sleep(5)  # let MLflow finish its start-up work before timing
-            for clients in args.clients:
-                theirs[clients] = rate(mlflow_sender(mlf), points, clients)
         with server(aipo_cmd, f"{aipo}/health", aipo_env):
-            for clients in args.clients:
+            for clients in theirs:
                 ours = rate(aipo_sender(aipo, aipo_new_run(aipo, f"ingest-{clients}")), points, clients)
                 row = {"clients": clients, "aipo_pts_s": round(ours), "mlflow_pts_s": round(theirs[clients]),
                        "speedup": round(ours / theirs[clients], 1)}  # fmt: skip
@@ -216,7 +238,8 @@ def main() -> None:
                       f"MLflow {row['mlflow_pts_s']:,} pts/s → {row['speedup']}×", flush=True)  # fmt: skip
 
             keys = 20
-            fill = make_points(args.history_points, keys=keys)
+            fill = make_points(args.history_points, keys=keys, step_major=args.step_major)
+            results["fill_order"] = "step-major" if args.step_major else "key-major"
             run_id = aipo_new_run(aipo, "history")
             fill_rate = rate(aipo_sender(aipo, run_id), fill, 1, size=10_000)
             results["fill_pts_s_10k_batches"] = round(fill_rate)

@@ -7,6 +7,7 @@ deep keyset pages, text search, counts, and downsampled metric history. Reports 
 
     .venv/bin/python bench/store_queries.py            # temporary database on the local server
     .venv/bin/python bench/store_queries.py --iterations 2 --pairs 2000 --repeats 5   # quick
+    .venv/bin/python bench/store_queries.py --pairs 0 --only "metric history"   # metrics only
 
 Target: every query p95 ≤ 300 ms. Not a timed test.
 """
@@ -94,7 +95,7 @@ def seed(url: str, iterations: int, n_pairs: int, steps: int) -> int:
     with engine.begin() as connection:
         for column in TRGM_COLUMNS:
             connection.execute(text(f"DROP INDEX ix_pairs_{column}_trgm"))
-    for k in range(iterations):
+    for k in range(iterations if n_pairs else 0):
         with make_session() as session:
             pairs.replace_pairs(session, run_id, k, pair_records(rng, words, n_pairs))
             session.commit()
@@ -165,6 +166,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--steps", type=int, default=2_000, help="train steps per iteration per metric key")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--only", help="time only the queries whose label starts with this, e.g. 'metric history'"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -183,6 +187,8 @@ def main() -> None:
                 results = []
                 print("\n| query | p50 ms | p95 ms | rows |\n|---|---:|---:|---:|")
                 for label, path, params in queries(run_id, args.iterations, args.pairs):
+                    if args.only and not label.startswith(args.only):
+                        continue
                     client.get(path, params=params)  # warm the plan and the cache
                     p50, p95, body = timed(client, path, params, args.repeats)
                     rows = len(body.get("items", body.get("series", [])))

@@ -47,9 +47,9 @@ def metric_history(
     iteration: Annotated[int | None, Query(ge=0, le=MAX_INT32)] = None,
     stage: Annotated[SafeStr | None, Query(max_length=32)] = None,
 ) -> MetricHistory:
-    """Each series in (iteration, step) order; longer series are averaged into `points` equal-count
-    buckets in SQL, split at iteration boundaries (each point reports the bucket's mean, min, max
-    and count at its first step)."""
+    """Each series in (iteration, step) order; longer series are averaged into about `points`
+    equal-width step buckets in SQL, split at iteration boundaries (each point reports the bucket's
+    mean, min, max and count at its first step)."""
     load_run(session, run_id)
     keys = key or [k for k, _ in store.metric_keys(session, run_id)][:MAX_KEYS_PER_REQUEST]
     series = []

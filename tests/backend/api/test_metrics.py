@@ -43,6 +43,26 @@ def test_history_is_downsampled_server_side(api: Api) -> None:
     assert keys == [{"key": "loss", "count": 3000}, {"key": "reward/chosen", "count": 10}]
 
 
+def test_history_buckets_stay_within_iterations(api: Api) -> None:
+    run = api.create_run()
+    url = f"/api/v1/runs/{run['id']}/metrics"
+    for iteration, steps in ((0, range(0, 600)), (1, range(600, 1000))):
+        points = [{"iteration": iteration, "stage": "train", "key": "loss", "step": s, "value": float(s)}
+                  for s in steps]  # fmt: skip
+        assert api.client.post(url, json={"points": points}).status_code == 200
+    series = api.client.get(url, params={"key": "loss", "points": 10}).json()["series"][0]
+    assert series["total"] == 1000
+    # 6 buckets of 100 steps for iteration 0, 4 for iteration 1; each point is its bucket's summary.
+    assert [(p["iteration"], p["step"], p["count"]) for p in series["points"]] == [
+        (0, s, 100) for s in range(0, 600, 100)
+    ] + [(1, s, 100) for s in range(600, 1000, 100)]
+    first = series["points"][0]
+    assert first == {"iteration": 0, "stage": "train", "step": 0, "value": 49.5, "min": 0.0, "max": 99.0,
+                     "count": 100}  # fmt: skip
+    one = api.client.get(url, params={"key": "loss", "points": 10, "iteration": 1}).json()["series"][0]
+    assert one["total"] == 400 and [p["step"] for p in one["points"]] == list(range(600, 1000, 40))
+
+
 def test_invalid_points_are_rejected(api: Api) -> None:
     run = api.create_run()
     url = f"/api/v1/runs/{run['id']}/metrics"
