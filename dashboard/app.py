@@ -1,7 +1,7 @@
 """AIPO Lab dashboard: `streamlit run dashboard/app.py` (env AIPO_API_URL, AIPO_API_TOKEN / AIPO_HOME).
 
 The entry point only sets up navigation and the sidebar (API connection, refresh); each page
-lives in dashboard/pages/ and composes api_client + charts + widgets. A page that raises is
+lives in dashboard/views/ and composes api_client + charts + widgets. A page that raises is
 reported as a short message, never as a traceback in the browser.
 """
 
@@ -15,10 +15,9 @@ from dashboard.settings import load_api_settings
 st.set_page_config(page_title="AIPO Lab", page_icon=":material/science:", layout="wide")
 st.set_option("client.showErrorDetails", "none")
 
-# URL paths deliberately differ from the file names: Streamlit treats a `pages/` folder next to the
-# entry point as a legacy multipage app until st.navigation first runs in the process, so on a fresh
-# server a deep link named like a file (/pairs) would run that page alone, without this entry point.
-# With distinct paths the first deep link falls back to app.py, which then serves the page.
+# The page scripts live in views/, not pages/: Streamlit would treat a `pages/` folder beside the
+# entry point as a legacy multipage app, and a fresh server's first deep link would show
+# "Page not found" before st.navigation took over.
 PAGES = [
     st.Page(ui.RUNS_PAGE, title="Runs", icon=":material/table_rows:", default=True),
     st.Page(ui.RUN_DETAIL_PAGE, title="Run detail", icon=":material/biotech:", url_path="run"),

@@ -20,11 +20,11 @@ from dashboard import api_client, theme
 log = logging.getLogger(__name__)
 
 # Page files, relative to app.py (what st.switch_page / st.page_link accept under st.navigation).
-RUNS_PAGE = "pages/runs.py"
-RUN_DETAIL_PAGE = "pages/run_detail.py"
-COMPARE_PAGE = "pages/compare.py"
-PAIRS_PAGE = "pages/pairs.py"
-LAUNCH_PAGE = "pages/launch.py"
+RUNS_PAGE = "views/runs.py"
+RUN_DETAIL_PAGE = "views/run_detail.py"
+COMPARE_PAGE = "views/compare.py"
+PAIRS_PAGE = "views/pairs.py"
+LAUNCH_PAGE = "views/launch.py"
 
 # Shown (instead of a traceback) when a page hits a bug; tests look for it.
 UNEXPECTED_ERROR = "Something went wrong while drawing this page."

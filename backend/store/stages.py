@@ -180,6 +180,7 @@ def complete_stage(
     values: dict[str, object] = {
         "status": "succeeded",
         "progress": 1.0,
+        "message": "done",  # not the last in-flight progress line ("train step 2/3")
         "finished_at": now,
         "heartbeat_at": now,
     }
