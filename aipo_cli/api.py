@@ -65,7 +65,7 @@ class ApiClient:
         return self._call("GET", f"/runs/{run_id}")
 
     def iterations(self, run_id: int) -> list[dict[str, Any]]:
-        return self._call("GET", f"/runs/{run_id}/iterations")
+        return self._call("GET", f"/runs/{run_id}/iterations")["items"]
 
     def close(self) -> None:
         self._http.close()

@@ -7,13 +7,17 @@ AIPO_REQUIRE_SERVICES=1 (then they fail).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy import select
 
+from aipo_cli.api import ApiClient
+from aipo_cli.demo import follow_run, iterations_table
 from aipo_core.artifacts import iteration_dir, read_jsonl
 from backend.db import session_scope
 from backend.store.models import EvalSample, Iteration, Metric, Pair, Stage
@@ -146,6 +150,19 @@ def _full_run(dep: Any, during: Callable[[int], None] | None = None) -> None:
         assert it["eval_metrics"]["alpaca_eval/win_rate"] is not None
         assert it["pair_stats"]["pairs"] > 0
     assert "stage train of run" in log and "stage train: done" in log
+    _check_cli_summary(dep, run_id)
+
+
+def _check_cli_summary(dep: Any, run_id: int) -> None:
+    """What `aipo demo` prints after a run, read through the CLI's own API client."""
+    client = ApiClient(dep.stack.api_url, dep.stack.token)
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    assert follow_run(client, run_id, console, poll_s=0.1)["status"] == "succeeded"
+    console.print(iterations_table(client.iterations(run_id)))
+    rows = [line for line in out.getvalue().splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in rows] == ["0", "1"]
+    assert all("–" not in row.split("│")[4] for row in rows), "every iteration has a win rate"
 
 
 def test_two_iteration_run_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
