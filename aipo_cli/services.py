@@ -96,6 +96,8 @@ def dashboard_command(port: int) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
+        # Streamlit's default red accent would read as "rejected" beside our chosen/rejected colours.
+        "--theme.primaryColor", "#3b6fd8",
     ]  # fmt: skip
 
 
