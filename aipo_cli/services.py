@@ -186,6 +186,10 @@ def up(
     dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Port of the dashboard.")] = 8501,
 ) -> None:
     """Start API + worker + dashboard (embedded unless DB/broker URLs are set); Ctrl-C stops all."""
+    # SIGTERM (docker stop, systemd, kill) stops the stack like Ctrl-C; SIGINT is re-armed because a
+    # shell starting us in the background hands us SIGINT ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = start_stack(api_port=api_port, dashboard_port=dashboard_port)
     typer.echo(describe(stack))
     try:
@@ -197,6 +201,10 @@ def up(
         typer.echo("stopping…")
     finally:
         stack.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def describe(stack: Stack) -> str:

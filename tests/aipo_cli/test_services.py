@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from aipo_cli.services import DASHBOARD_APP
 from tests.worker.harness import free_port
@@ -36,7 +37,8 @@ def _wait_http(url: str, timeout_s: float) -> int:
             time.sleep(0.25)
 
 
-def test_up_starts_the_embedded_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_up_starts_the_embedded_stack_and_a_signal_stops_it(tmp_path: Path, stop_signal: int) -> None:
     home = tmp_path / "home"
     api_port, dashboard_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIPO_")}
@@ -60,7 +62,7 @@ def test_up_starts_the_embedded_stack_and_ctrl_c_stops_it(tmp_path: Path) -> Non
             assert _wait_http(f"http://127.0.0.1:{dashboard_port}/_stcore/health", 60) == 200
         children = _service_pids(home)
         assert {"api", "worker-0"} <= set(children)
-        up.send_signal(signal.SIGINT)
+        up.send_signal(stop_signal)
         assert up.wait(timeout=30) == 0
         assert not [name for name, pid in children.items() if _alive(pid)]
     finally:
