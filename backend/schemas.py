@@ -495,3 +495,22 @@ class EvalSamplePage(BaseModel):
     items: list[EvalSamplePublic]
     next_cursor: str | None
     total: int
+
+
+class ObjectivePublic(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "aipo",
+                    "hyperparameters": ["beta", "alpha", "lambda_"],
+                    "defaults": {"beta": 0.1, "alpha": 0.05, "lambda_": 0.2},
+                    "citation": "Shen et al. 2024, Eq. 9",
+                }
+            ]
+        }
+    )
+    name: str
+    hyperparameters: list[str]
+    defaults: dict[str, float]
+    citation: str
