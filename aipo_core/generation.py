@@ -29,6 +29,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from aipo_core.config import GenerationConfig
+from aipo_core.models import inference
 
 Messages = list[dict[str, str]]
 Sink = Callable[[dict], None]
@@ -145,18 +146,6 @@ def _batch_seed(seed: int, first_prompt: int) -> int:
 
 
 @contextmanager
-def _inference(model: torch.nn.Module) -> Iterator[None]:
-    """No grad and eval mode (no dropout) while generating; the caller's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
-@contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Seed torch for one batch without disturbing the caller's global RNG state."""
     devices = [device] if device.type == "cuda" else []
@@ -198,7 +187,7 @@ class HFGenerator:
     ) -> GenerationResult:
         _check_sampling_args(num_candidates, temperature, top_p, max_new_tokens)
         result = GenerationResult(texts=[], lengths=[], finished=[])
-        with _inference(self.model):
+        with inference(self.model):
             for start in range(0, len(prompts), self.batch_size):
                 batch = prompts[start : start + self.batch_size]
                 with _seeded(_batch_seed(seed, start), self.model.device):

@@ -17,7 +17,8 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -210,3 +211,16 @@ def load_model_and_tokenizer(
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+@contextmanager
+def inference(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd, restoring the caller's mode afterwards: the policy
+    may be generating or judging itself in the middle of a run."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)

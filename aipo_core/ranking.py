@@ -19,8 +19,7 @@ import math
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from aipo_core.models import inference
 from aipo_core.pairrm_compat import import_llm_blender
 
 Sink = Callable[[dict], None]
@@ -71,18 +71,6 @@ def _check_lengths(**named: Sequence[Any]) -> None:
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextmanager
-def _inference(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode + no grad, restoring the caller's mode (the policy may be judging itself mid-run)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
 
 
 # --------------------------------------------------------------------------- PairRM
@@ -214,7 +202,7 @@ class RewardModelRanker(Ranker):
         """One reward per (prompt, response) pair."""
         _check_lengths(prompts=prompts, responses=responses)
         out: list[float] = []
-        with _inference(self.model):
+        with inference(self.model):
             for start in range(0, len(prompts), self.batch_size):
                 batch = self._encode(
                     prompts[start : start + self.batch_size], responses[start : start + self.batch_size]
@@ -313,7 +301,7 @@ class LLMJudgeRanker(Ranker):
             for p, a, b in zip(prompts, firsts, seconds, strict=True)
         ]
         out: list[float] = []
-        with _inference(self.model):
+        with inference(self.model):
             for start in range(0, len(texts), self.batch_size):
                 out.extend(self._prob_a(texts[start : start + self.batch_size]))
         return out
