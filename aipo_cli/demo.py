@@ -14,8 +14,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aipo_cli.api import ApiClient
+from aipo_cli.summary import summary_table
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+EVAL_KEYS = ("win_rate", "lc_win_rate", "avg_length")
 
 
 def demo_config() -> dict[str, Any]:
@@ -23,25 +25,20 @@ def demo_config() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
-
-
 def iterations_table(iterations: list[dict[str, Any]], benchmark: str = "alpaca_eval") -> Table:
-    table = Table(title=f"Per-iteration summary ({benchmark}, judge: the policy itself)")
-    for header in ("iter", "pairs kept", "agreement", "win rate %", "LC win rate %", "avg length (chars)"):
-        table.add_column(header, justify="right")
+    """The summary table from the API's iterations (eval metrics and pair statistics)."""
+    rows = []
     for it in iterations:
         metrics, pairs = it.get("eval_metrics") or {}, it.get("pair_stats") or {}
-        table.add_row(
-            str(it["index"]),
-            _fmt(pairs.get("pairs"), "d"),
-            _fmt(pairs.get("agreement_rate"), ".2f"),
-            _fmt(metrics.get(f"{benchmark}/win_rate"), ".1f"),
-            _fmt(metrics.get(f"{benchmark}/lc_win_rate"), ".1f"),
-            _fmt(metrics.get(f"{benchmark}/avg_length"), ".0f"),
+        rows.append(
+            {
+                "iteration": it["index"],
+                "pairs": pairs.get("pairs"),
+                "agreement_rate": pairs.get("agreement_rate"),
+                **{key: metrics.get(f"{benchmark}/{key}") for key in EVAL_KEYS},
+            }
         )
-    return table
+    return summary_table(rows, f"Per-iteration summary ({benchmark}, judge: the policy itself)")
 
 
 def follow_run(client: ApiClient, run_id: int, console: Console, poll_s: float = 2.0) -> dict[str, Any]:

@@ -7,14 +7,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from aipo_cli.summary import summary_table
 from aipo_core.config import RunConfig
 from aipo_core.pipeline import STAGES, run
-
-
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def iteration_rows(history: list[dict[str, dict[str, Any]]], benchmark: str) -> list[dict[str, Any]]:
@@ -33,22 +29,6 @@ def iteration_rows(history: list[dict[str, dict[str, Any]]], benchmark: str) -> 
             }
         )
     return rows
-
-
-def summary_table(rows: list[dict[str, Any]], benchmark: str) -> Table:
-    table = Table(title=f"Per-iteration summary ({benchmark})")
-    for header in ("iter", "pairs kept", "win rate %", "LC win rate %", "avg length (chars)", "agreement"):
-        table.add_column(header, justify="right")
-    for r in rows:
-        table.add_row(
-            str(r["iteration"]),
-            _fmt(r["pairs"], "d"),
-            _fmt(r["win_rate"]),
-            _fmt(r["lc_win_rate"]),
-            _fmt(r["avg_length"], ".0f"),
-            _fmt(r["agreement_rate"], ".2f"),
-        )
-    return table
 
 
 def run_local(
@@ -78,6 +58,6 @@ def run_local(
         )
     benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else ""
     rows = iteration_rows(history, benchmark)
-    console.print(summary_table(rows, benchmark))
+    console.print(summary_table(rows, f"Per-iteration summary ({benchmark})"))
     console.print(f"artifacts: {artifact_root / 'runs' / run_id}")
     return rows

@@ -222,14 +222,9 @@ def s_ref_histogram(
             )
         )
     fig.add_vline(x=0.0, line={"color": theme.NEUTRAL, "dash": "dash"})
-    fig.add_annotation(
-        text=f"agreement P(s_ref > 0) = {100 * agreement_rate(values):.1f}% (n = {values.size})",
-        x=0.99,
-        y=0.98,
-        xref="paper",
-        yref="paper",
-        xanchor="right",
-        showarrow=False,
+    _corner_note(
+        fig,
+        f"agreement P(s_ref > 0) = {100 * agreement_rate(values):.1f}% (n = {values.size})",
         bgcolor="rgba(255,255,255,0.8)",
     )
     fig.update_layout(barmode="stack")
@@ -267,6 +262,13 @@ def gradient_weight_histogram(
     return _layout(fig, title=title, x=theme.LABELS["gradient_weight"], y=theme.LABELS["count"])
 
 
+def _corner_note(fig: go.Figure, text: str, **style: object) -> None:
+    """A summary statistic in the plot's top-right corner."""
+    fig.add_annotation(
+        text=text, x=0.99, y=0.98, xref="paper", yref="paper", xanchor="right", showarrow=False, **style
+    )
+
+
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     if x.size < 2 or np.std(x) == 0 or np.std(y) == 0:
         return math.nan
@@ -300,15 +302,7 @@ def length_vs_logprob(pairs: pd.DataFrame, *, title: str = "Response length vs l
         )
     r = _pearson(np.concatenate(xs), np.concatenate(ys))
     if math.isfinite(r):
-        fig.add_annotation(
-            text=f"Pearson r = {r:.2f}",
-            x=0.99,
-            y=0.98,
-            xref="paper",
-            yref="paper",
-            xanchor="right",
-            showarrow=False,
-        )
+        _corner_note(fig, f"Pearson r = {r:.2f}")
     return _layout(fig, title=title, x=theme.LABELS["length_tokens"], y=theme.LABELS["logp"])
 
 
