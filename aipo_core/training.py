@@ -41,7 +41,9 @@ from aipo_core.objectives import pair_loss
 
 Sink = Callable[[dict[str, Any]], None]
 REF_FIELDS = ("ref_chosen_logps", "ref_rejected_logps")
-# Keys of the "values" dict of every {"kind": "metric"} event the trainer emits.
+# Keys of the "values" dict of every {"kind": "metric"} event the trainer emits. rewards_*, margins,
+# accuracy and gradient_weight_mean are in the run objective's own terms (its implicit reward and
+# declared gradient weight, aipo_core.objectives), under the same names for every objective.
 METRIC_KEYS = (
     "loss",
     "rewards_chosen",

@@ -221,7 +221,11 @@ def test_two_step_aipo_training_updates_streams_and_saves(tmp_path):
     assert first["s_theta_mean"] == pytest.approx(s_ref.mean().item(), abs=1e-4)
     assert first["s_ref_mean"] == pytest.approx(s_ref.mean().item(), abs=1e-4)
     assert first["s_ref_agreement"] == pytest.approx((s_ref > 0).float().mean().item())
-    assert first["rewards_chosen"] == pytest.approx(0.0, abs=1e-5)
+    # AIPO's implicit reward β(logπθ − (1+α)logπref) is −βα·logπref at θ = θ_ref (objectives.py).
+    ref_chosen = torch.tensor([p["ref_chosen_logps"] for p in pairs])
+    assert first["rewards_chosen"] == pytest.approx((-0.1 * 0.05 * ref_chosen).mean().item(), abs=1e-5)
+    assert first["margins"] == pytest.approx((-0.1 * 0.05 * s_ref).mean().item(), abs=1e-5)
+    assert first["accuracy"] == pytest.approx((s_ref < 0).float().mean().item())
     assert first["gradient_weight_mean"] == pytest.approx(
         torch.sigmoid(0.1 * 0.05 * s_ref).mean().item(), abs=1e-5
     )  # Eq. 8 with s_θ = s_ref
@@ -298,8 +302,9 @@ def test_missing_reference_logps_are_computed_from_the_policy(tmp_path):
     assert result.metrics["pairs_s_ref_mean"] == pytest.approx(s_ref.mean().item(), abs=1e-4)
 
 
-def test_objective_switching_uses_the_registry_loss(tmp_path):
-    """Step-1 loss (policy == reference) matches each objective's formula."""
+def test_objective_switching_uses_the_registry_loss_reward_and_weight(tmp_path):
+    """Step-1 loss, mean implicit reward and mean gradient weight (policy == reference) match each
+    objective's own formulas, computed here by hand from the stored reference log-probs."""
     model, tokenizer = tiny()
     pairs = attach_reference_logps(
         make_pairs(), model, tokenizer, batch_size=6, max_prompt_length=64, max_length=128
@@ -308,12 +313,25 @@ def test_objective_switching_uses_the_registry_loss(tmp_path):
     rejected = torch.tensor([p["ref_rejected_logps"] for p in pairs], dtype=torch.float64)
     chosen_len = torch.tensor([p["chosen_length"] for p in pairs], dtype=torch.float64)
     rejected_len = torch.tensor([p["rejected_length"] for p in pairs], dtype=torch.float64)
-    simpo_margin = 2.0 * (chosen / chosen_len - rejected / rejected_len) - 0.5
+    simpo_margin = 2.0 * (chosen / chosen_len - rejected / rejected_len)  # β = 2, γ = 0.5
+    length_gap = chosen_len - rejected_len
+    assert length_gap.abs().sum() > 0, "R-DPO's check needs pairs of unequal length"
+    # name: (loss, rewards_chosen, gradient_weight_mean) at θ = θ_ref, default hyperparameters
     expected = {
-        "dpo": math.log(2.0),  # −logσ(0)
-        "simpo": -F.logsigmoid(simpo_margin).mean().item(),
+        "dpo": (math.log(2.0), 0.0, 0.5),  # −logσ(0), β·log(π/π_ref) = 0, σ(0)
+        "simpo": (
+            -F.logsigmoid(simpo_margin - 0.5).mean().item(),
+            (2.0 * chosen / chosen_len).mean().item(),
+            torch.sigmoid(0.5 - simpo_margin).mean().item(),
+        ),
+        "ipo": (25.0, 0.0, 1.0),  # (0 − 1/(2·0.1))², w = 1 − 2·0
+        "rdpo": (  # β = 0.1, α = 0.01: the margin is α(|y_w| − |y_l|) alone
+            -F.logsigmoid(0.01 * length_gap).mean().item(),
+            (0.01 * chosen_len).mean().item(),
+            torch.sigmoid(-0.01 * length_gap).mean().item(),
+        ),
     }
-    for name, loss in expected.items():
+    for name, (loss, reward, weight) in expected.items():
         model, tokenizer = tiny()
         result = train_policy(
             model,
@@ -323,7 +341,10 @@ def test_objective_switching_uses_the_registry_loss(tmp_path):
             training=fast_training(batch_size=6, max_steps=1),
             output_dir=tmp_path / name,
         )
-        assert result.history[0]["values"]["loss"] == pytest.approx(loss, abs=1e-4), name
+        values = result.history[0]["values"]
+        assert values["loss"] == pytest.approx(loss, abs=1e-4), name
+        assert values["rewards_chosen"] == pytest.approx(reward, abs=1e-4), name
+        assert values["gradient_weight_mean"] == pytest.approx(weight, abs=1e-5), name
 
 
 def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
