@@ -7,7 +7,9 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
     generate      → candidates.jsonl       N samples per prompt from θ_k
     rank          → pairs.jsonl            judge scores, best/worst pairs, reference log-probs
     train         → policy/                θ_{k+1} trained on the pairs, reference θ_k
-    evaluate      → eval/{benchmark}.jsonl θ_{k+1} against the benchmark baseline, + analysis
+    evaluate      → eval/{benchmark}.jsonl θ_{k+1} against the benchmark baseline, + analysis.json
+                                           and pair_diagnostics.jsonl (the objective's rewards and
+                                           gradient weights of every pair under θ_{k+1})
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
@@ -25,7 +27,6 @@ from typing import Any
 
 from aipo_core import artifacts
 from aipo_core.config import RunConfig
-from aipo_core.objectives import get_objective
 
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
@@ -216,16 +217,66 @@ def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenize
     )
 
 
-def _policy_margins(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[float]:
-    """s_θ = logπθ(y_w) − logπθ(y_l) under the trained policy θ_{k+1}, one per pair (for Eq. 8)."""
+# Per pair, in pairs.jsonl order: the objective's rewards and gradient weight under θ_{k+1}.
+PAIR_DIAGNOSTICS = "pair_diagnostics.jsonl"
+
+
+def _policy_logps(
+    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer
+) -> tuple[list[float], list[float]]:
+    """logπθ(y_w), logπθ(y_l) under the trained policy θ_{k+1}, one each per pair."""
     if not pairs:
-        return []
-    # The scorer names its margin s_ref; here the scoring model is θ_{k+1}, so it is s_θ.
-    return [p["s_ref"] for p in _score_pairs(ctx, pairs, model, tokenizer)]
+        return [], []
+    # The scorer names its outputs ref_*; here the scoring model is θ_{k+1}, so they are the policy's.
+    scored = _score_pairs(ctx, pairs, model, tokenizer)
+    return [p["ref_chosen_logps"] for p in scored], [p["ref_rejected_logps"] for p in scored]
+
+
+def _analysis_summary(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The analysis' headline numbers, with their uncertainty, for the evaluate stage's summary."""
+    gap = analysis["s_ref_length_gap"]
+    spearman = gap["spearman"] or {}
+    headline: dict[str, Any] = {
+        "s_ref_length_gap_n": gap["n"],
+        "s_ref_length_gap_spearman": spearman.get("rho"),
+        "s_ref_length_gap_spearman_p": spearman.get("p_value"),
+        "s_ref_length_gap_spearman_ci95_low": (spearman.get("ci95") or [None, None])[0],
+        "s_ref_length_gap_spearman_ci95_high": (spearman.get("ci95") or [None, None])[1],
+    }
+    objective = analysis.get("objective")
+    if objective:
+        accuracy = objective["accuracy"]
+        headline |= {
+            "gradient_weight_mean": objective["gradient_weight"]["mean"],
+            "reward_margin_mean": objective["margins"]["mean"],
+            "reward_accuracy": accuracy["rate"],
+            "reward_accuracy_ci95_low": (accuracy["ci95"] or [None, None])[0],
+            "reward_accuracy_ci95_high": (accuracy["ci95"] or [None, None])[1],
+        }
+    return {k: v for k, v in headline.items() if v is not None}
+
+
+def _analyze(ctx: StageContext, model, tokenizer) -> dict[str, Any]:
+    """Pair analysis under θ_{k+1}: writes analysis.json and pair_diagnostics.jsonl, returns headlines."""
+    from aipo_core.analysis import analyze_pairs, pair_objective_values
+
+    pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
+    name, hyperparameters = ctx.config.objective.name, ctx.config.objective.resolved()
+    chosen, rejected = _policy_logps(ctx, pairs, model, tokenizer)
+    analysis = analyze_pairs(
+        pairs,
+        policy_logps=(chosen, rejected),
+        objective=name,
+        hyperparameters=hyperparameters,
+        similarity=bool(pairs),
+    )
+    per_pair = pair_objective_values(pairs, chosen, rejected, objective=name, hyperparameters=hyperparameters)
+    artifacts.write_jsonl_atomic(ctx.dir / PAIR_DIAGNOSTICS, per_pair)
+    artifacts.write_json_atomic(ctx.dir / "analysis.json", analysis)
+    return _analysis_summary(analysis)
 
 
 def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
-    from aipo_core.analysis import analyze_pairs
     from aipo_core.evaluation import evaluate_policy, make_judge
 
     model, tokenizer = _load_policy(ctx, str(ctx.policy_out()))
@@ -245,19 +296,8 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         )
         artifacts.write_jsonl_atomic(ctx.dir / "eval" / f"{benchmark}.jsonl", result.records)
         summary |= {f"{benchmark}/{k}": v for k, v in result.metrics.items()}
-    pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
-    objective = ctx.config.objective.resolved()
     ctx.progress(0.9, "pair analysis")
-    analysis = analyze_pairs(
-        pairs,
-        s_theta=_policy_margins(ctx, pairs, model, tokenizer),
-        beta=objective["beta"],
-        alpha=objective.get("alpha", 0.0)
-        if get_objective(ctx.config.objective.name).scales_reference
-        else 0.0,
-        similarity=bool(pairs),
-    )
-    artifacts.write_json_atomic(ctx.dir / "analysis.json", analysis)
+    summary["pair_analysis"] = _analyze(ctx, model, tokenizer)
     return summary
 
 

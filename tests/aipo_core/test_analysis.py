@@ -14,12 +14,29 @@ from aipo_core.analysis import (
     cosine_similarities,
     default_embedder,
     describe,
-    gradient_weights,
     histogram,
     length_distributions,
     length_logprob_correlation,
+    objective_diagnostics,
+    pair_objective_values,
+    rate_with_interval,
     s_ref_distribution,
+    s_ref_length_gap_correlation,
 )
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval, written out."""
+    p = k / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 / (1 + Z95**2 / n) * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n**2))
+    return centre - half, centre + half
 
 
 def _pair(pid: str, chosen: str, rejected: str, lc: int, lr: int, ref_c: float, ref_r: float) -> dict:
@@ -87,6 +104,7 @@ def test_s_ref_distribution_and_agreement() -> None:
     got = s_ref_distribution(PAIRS, bins=3)
     assert got["mean"] == -2.5
     assert got["agreement_rate"] == 0.25  # only s_ref = 5 is > 0; the tie at 0 does not agree
+    assert got["agreement_ci95"] == pytest.approx(wilson(1, 4))
     assert got["histogram"]["counts"] == [1, 1, 2]
     recomputed = s_ref_distribution([{k: v for k, v in p.items() if k != "s_ref"} for p in PAIRS], bins=3)
     assert recomputed == got
@@ -113,24 +131,139 @@ def test_correlation_undefined_for_constant_lengths() -> None:
     assert length_logprob_correlation(flat)["pearson"] is None
 
 
-def test_gradient_weights_hand_computed() -> None:
-    # β=0.1, α=0.05: z = 0.1·(1.05·5 − 2) = 0.325 and 0.1·(1.05·(−10) + 10) = −0.05.
-    w = gradient_weights(np.array([5.0, -10.0]), np.array([2.0, -10.0]), beta=0.1, alpha=0.05)
-    assert w == pytest.approx([1 / (1 + math.exp(-0.325)), 1 / (1 + math.exp(0.05))])
-    assert w == pytest.approx([0.580543, 0.487503], abs=1e-6)
+def test_rate_with_interval_is_wilson() -> None:
+    got = rate_with_interval(3, 10)
+    assert got["rate"] == 0.3 and got["n"] == 10
+    assert got["ci95"] == pytest.approx(wilson(3, 10))
+    assert got["ci95"] == pytest.approx([0.1078, 0.6032], abs=1e-4)
+    assert rate_with_interval(0, 0) == {"rate": None, "n": 0, "ci95": None}
+
+
+# Fig. 6 by hand: length gaps [−2, −1, 0, 1, 2] against s_ref [1, 3, 2, −1, 0].
+# Ranks of s_ref: [3, 5, 4, 1, 2]; d = [−2, −3, −1, 3, 3], Σd² = 32, ρ = 1 − 6·32/(5·24) = −0.6.
+# Pearson: Σgap·(s − 1) = −6, Σgap² = 10, Σ(s − 1)² = 10, r = −0.6.
+FIG6 = [
+    _pair(str(i), "a", "b", 10 + gap, 10, s_ref - 20.0, -20.0)
+    for i, (gap, s_ref) in enumerate(zip([-2, -1, 0, 1, 2], [1.0, 3.0, 2.0, -1.0, 0.0], strict=True))
+]
+
+
+def test_s_ref_length_gap_correlation_hand_computed() -> None:
+    from scipy.stats import t as student_t
+
+    got = s_ref_length_gap_correlation(FIG6)
+    assert got["n"] == 5 and got["unavailable"] is None
+    spearman, pearson = got["spearman"], got["pearson"]
+    assert spearman["rho"] == pytest.approx(-0.6)
+    assert pearson["r"] == pytest.approx(-0.6)
+    # Both p-values: t = r·√((n − 2)/(1 − r²)) on n − 2 = 3 degrees of freedom, two-sided.
+    t_stat = 0.6 * math.sqrt(3 / 0.64)
+    assert spearman["p_value"] == pytest.approx(2 * student_t.sf(t_stat, 3))
+    assert pearson["p_value"] == pytest.approx(2 * student_t.sf(t_stat, 3))
+    # Fisher z: Spearman with Bonett–Wright SE √((1 + ρ²/2)/(n − 3)), Pearson with 1/√(n − 3).
+    z = math.atanh(-0.6)
+    half_s = Z95 * math.sqrt((1 + 0.36 / 2) / 2)
+    half_p = Z95 / math.sqrt(2)
+    assert spearman["ci95"] == pytest.approx([math.tanh(z - half_s), math.tanh(z + half_s)])
+    assert pearson["ci95"] == pytest.approx([math.tanh(z - half_p), math.tanh(z + half_p)])
+    assert spearman["ci95"] == pytest.approx([-0.9756, 0.6709], abs=1e-4)
+
+
+def test_s_ref_length_gap_correlation_unavailable_with_reason() -> None:
+    assert "at least 3 pairs" in s_ref_length_gap_correlation(FIG6[:2])["unavailable"]
+    flat = [_pair(str(i), "a", "b", 5, 5, -float(i), -1.0) for i in range(4)]
+    got = s_ref_length_gap_correlation(flat)
+    assert got["spearman"] is None and "same for every pair" in got["unavailable"]
+    assert s_ref_length_gap_correlation(FIG6[:3])["spearman"]["ci95"] is None  # n − 3 = 0
+
+
+# Policy log-probs for PAIRS under a "trained" policy: s_θ = [7, −10, 2, −5].
+POLICY_CHOSEN = [-4.0, -15.0, -9.0, -21.0]
+POLICY_REJECTED = [-11.0, -5.0, -11.0, -16.0]
+
+
+def test_objective_diagnostics_aipo_by_hand() -> None:
+    # r = β(logπ − 1.05·logπ_ref), β = 0.1; margins 0.1·(s_θ − 1.05·s_ref):
+    # s_ref = [5, −10, 0, −5] → [0.175, 0.05, 0.2, 0.025], all > 0 → accuracy 4/4.
+    got = objective_diagnostics(
+        PAIRS,
+        POLICY_CHOSEN,
+        POLICY_REJECTED,
+        objective="aipo",
+        hyperparameters={"beta": 0.1, "alpha": 0.05, "lambda_": 0.2},
+        bins=4,
+    )
+    margins = [0.175, 0.05, 0.2, 0.025]
+    assert got["margins"]["mean"] == pytest.approx(sum(margins) / 4)
+    # chosen: 0.1·(−4 + 5.25), 0.1·(−15 + 15.75), 0.1·(−9 + 10.5), 0.1·(−21 + 21)
+    assert got["rewards_chosen"]["mean"] == pytest.approx((0.125 + 0.075 + 0.15 + 0.0) / 4)
+    assert got["accuracy"] == {"rate": 1.0, "n": 4, "ci95": pytest.approx(wilson(4, 4))}
+    weights = [sigmoid(-m) for m in margins]  # Eq. 8: σ(β((1+α)s_ref − s_θ))
+    assert got["gradient_weight"]["mean"] == pytest.approx(sum(weights) / 4)
+    assert got["gradient_weight"]["histogram"]["edges"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert got["gradient_weight"]["histogram"]["counts"] == [0, 4, 0, 0]
+    assert got["gradient_weight"]["range"] == [0.0, 1.0]
+    assert got["weight_formula"] == "σ(β((1+α)s_ref − s_θ))"
+    json.dumps(got)
+
+
+def test_objective_diagnostics_simpo_and_ipo_are_not_dpo() -> None:
+    simpo = objective_diagnostics(
+        PAIRS, POLICY_CHOSEN, POLICY_REJECTED, objective="simpo", hyperparameters={"beta": 2.0, "gamma": 0.5}
+    )
+    # r = (β/|y|)·logπ: chosen 2·(−4/10), 2·(−15/30), 2·(−9/20), 2·(−21/40); rejected 2·(−11/20), 2·(−5/10),
+    # 2·(−11/20), 2·(−16/30). Margins [0.3, 0.0, 0.2, 1/60 ≈ 0.0167]; accuracy 3/4 (the tie is no win).
+    margins = [0.3, 0.0, 0.2, 2 * (-21 / 40 + 16 / 30)]
+    assert simpo["rewards_chosen"]["mean"] == pytest.approx(2 * (-0.4 - 0.5 - 0.45 - 0.525) / 4)
+    assert simpo["accuracy"]["rate"] == 0.75
+    assert simpo["gradient_weight"]["mean"] == pytest.approx(sum(sigmoid(0.5 - m) for m in margins) / 4)
+
+    ipo = objective_diagnostics(
+        PAIRS, POLICY_CHOSEN, POLICY_REJECTED, objective="ipo", hyperparameters={"beta": 0.1}, bins=2
+    )
+    # w = 1 − 2β(s_θ − s_ref), s_θ − s_ref = [2, 0, 2, 0] → [0.6, 1, 0.6, 1]; unbounded, so the
+    # histogram spans the data.
+    assert ipo["gradient_weight"]["mean"] == pytest.approx(0.8)
+    assert ipo["gradient_weight"]["range"] is None
+    assert ipo["gradient_weight"]["histogram"]["edges"] == pytest.approx([0.6, 0.8, 1.0])
+
+
+def test_pair_objective_values_per_pair_rdpo() -> None:
+    got = pair_objective_values(
+        PAIRS, POLICY_CHOSEN, POLICY_REJECTED, objective="rdpo", hyperparameters={"beta": 0.1, "alpha": 0.01}
+    )
+    assert [g["id"] for g in got] == ["a", "b", "c", "d"]
+    # Pair b: s_θ − s_ref = 0, |y_w| − |y_l| = 20: w = σ(−0.01·20) (Park et al. Eq. 9).
+    b = got[1]
+    assert b["s_theta"] == -10.0 and b["policy_chosen_logps"] == -15.0
+    assert b["reward_chosen"] == pytest.approx(0.1 * (-15.0 + 15.0) + 0.01 * 30)
+    assert b["reward_rejected"] == pytest.approx(0.1 * (-5.0 + 5.0) + 0.01 * 10)
+    assert b["gradient_weight"] == pytest.approx(sigmoid(-0.2))
+    json.dumps(got)
+    with pytest.raises(ValueError, match="policy_rejected_logps: expected 4 values"):
+        pair_objective_values(
+            PAIRS, POLICY_CHOSEN, POLICY_REJECTED[:3], objective="dpo", hyperparameters={"beta": 0.1}
+        )
 
 
 def test_analyze_pairs_bundles_everything_as_json() -> None:
-    got = analyze_pairs(PAIRS, s_theta=[5.0, -10.0, 0.0, -5.0], beta=0.1, alpha=0.0, similarity=False)
+    got = analyze_pairs(
+        PAIRS,
+        policy_logps=(POLICY_CHOSEN, POLICY_REJECTED),
+        objective="dpo",
+        hyperparameters={"beta": 0.1},
+        similarity=False,
+    )
     json.dumps(got)  # storable as-is
     assert got["n_pairs"] == 4
-    assert got["gradient_weight"]["mean"] == pytest.approx(0.5)  # s_θ = s_ref and α = 0 -> σ(0)
-    assert sum(got["gradient_weight"]["histogram"]["counts"]) == 4
+    # DPO, s_θ − s_ref = [2, 0, 2, 0]: w = σ(−0.2), σ(0), σ(−0.2), σ(0)
+    assert got["objective"]["gradient_weight"]["mean"] == pytest.approx((sigmoid(-0.2) + 0.5) / 2)
+    assert sum(got["objective"]["gradient_weight"]["histogram"]["counts"]) == 4
+    assert got["s_ref_length_gap"]["spearman"]["rho"] == pytest.approx(-1.0)  # s_ref = −0.5·gap
     assert got["similarity"] is None
-    with pytest.raises(ValueError, match="beta"):
-        analyze_pairs(PAIRS, s_theta=[0.0] * 4, similarity=False)
-    with pytest.raises(ValueError, match="s_theta"):
-        analyze_pairs(PAIRS, s_theta=[0.0] * 3, beta=0.1, similarity=False)
+    assert analyze_pairs(PAIRS, similarity=False)["objective"] is None
+    with pytest.raises(ValueError, match="objective"):
+        analyze_pairs(PAIRS, policy_logps=(POLICY_CHOSEN, POLICY_REJECTED), similarity=False)
 
 
 def test_missing_field_is_named() -> None:

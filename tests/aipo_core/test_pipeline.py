@@ -1,6 +1,7 @@
 """Algorithm 1 end to end on real (tiny / SmolLM2) models: artifacts, resume, crash safety."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ def iteration_files(root: Path, run_id: str, k: int) -> dict[str, Path]:
         "policy": d / "policy" / "model.safetensors",
         "eval": d / "eval" / "alpaca_eval.jsonl",
         "analysis": d / "analysis.json",
+        "pair_diagnostics": d / "pair_diagnostics.jsonl",
     }
 
 
@@ -122,6 +124,39 @@ def test_initial_pairs_replace_sampling_in_iteration_zero(tmp_path):
     pairs = artifacts.read_jsonl(iteration_files(tmp_path, "uf", 0)["pairs"])
     assert [p["chosen"][0]["content"] for p in pairs] == ["Blue."] * 4
     assert all(p["chosen_length"] > 0 and isinstance(p["ref_rejected_logps"], float) for p in pairs)
+
+
+def test_evaluate_reports_the_run_objectives_rewards_and_weights(tmp_path):
+    """The evaluate stage scores every pair under θ_1 and reports R-DPO's own weight (Park et al.
+    Eq. 9, length term included) per pair and in summary, plus the Fig. 6 correlation."""
+    dataset = tmp_path / "prefs.jsonl"
+    rows = [
+        {"prompt": f"Name a colour, take {i}.", "chosen": "Blue." * (1 + i), "rejected": "No."}
+        for i in range(5)
+    ]
+    dataset.write_text("\n".join(json.dumps(r) for r in rows))
+    cfg = tiny_config(iterations=1, initial_pairs=str(dataset), objective={"name": "rdpo", "alpha": 0.05})
+    for stage in STAGES:
+        summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="rd", iteration=0)
+    files = iteration_files(tmp_path, "rd", 0)
+    pairs = artifacts.read_jsonl(files["pairs"])
+    per_pair = artifacts.read_jsonl(files["pair_diagnostics"])
+    assert [d["id"] for d in per_pair] == [p["id"] for p in pairs]
+    for pair, diag in zip(pairs, per_pair, strict=True):
+        s_theta = diag["policy_chosen_logps"] - diag["policy_rejected_logps"]
+        gap = pair["chosen_length"] - pair["rejected_length"]
+        z = -0.1 * (s_theta - pair["s_ref"]) - 0.05 * gap
+        assert diag["gradient_weight"] == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
+    analysis = json.loads(files["analysis"].read_text())
+    assert analysis["objective"]["objective"] == "rdpo"
+    assert analysis["objective"]["gradient_weight"]["n"] == 5
+    assert analysis["s_ref_length_gap"]["n"] == 5
+    headline = summary["pair_analysis"]
+    assert headline["gradient_weight_mean"] == pytest.approx(
+        sum(d["gradient_weight"] for d in per_pair) / 5, abs=1e-9
+    )
+    assert headline["reward_accuracy_ci95_low"] <= headline["reward_accuracy"] <= 1.0
+    assert headline["s_ref_length_gap_n"] == 5
 
 
 def test_stage_and_iteration_are_validated(tmp_path):
