@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aipo_core.artifacts import read_jsonl
+from aipo_core.pipeline import PAIR_DIAGNOSTICS
 from backend.db import session_scope
 from backend.launcher import Launcher
 from backend.store.eval_samples import replace_eval_samples
 from backend.store.metrics import ingest_metrics
 from backend.store.models import RUN_FINISHED
-from backend.store.pairs import replace_pairs
+from backend.store.pairs import attach_pair_diagnostics, replace_pairs
 from backend.store.runs import get_run
 from backend.store.stages import (
     complete_stage,
@@ -67,7 +68,8 @@ def summary_points(summary: dict[str, Any], *, iteration: int, stage: str) -> li
 
 
 def load_stage_outputs(session: Session, claimed: ClaimedStage, stage_dir: Path) -> None:
-    """Copy the rows the dashboard queries (pairs after rank, samples after evaluate) into the store.
+    """Copy the rows the dashboard queries into the store: pairs after rank; after evaluate, the
+    samples and each pair's objective diagnostics under the trained policy (merged into the pairs).
 
     `replace_*` deletes and re-inserts one iteration's rows, so a retried stage never duplicates.
     """
@@ -77,6 +79,11 @@ def load_stage_outputs(session: Session, claimed: ClaimedStage, stage_dir: Path)
             count = replace_pairs(session, claimed.run_id, claimed.iteration, read_jsonl(pairs))
             log.info("run %d iteration %d: stored %d pairs", claimed.run_id, claimed.iteration, count)
     elif claimed.name == "evaluate":
+        diagnostics = stage_dir / PAIR_DIAGNOSTICS
+        if diagnostics.exists():
+            records = read_jsonl(diagnostics)
+            count = attach_pair_diagnostics(session, claimed.run_id, claimed.iteration, records)
+            log.info("run %d iteration %d: %d pair diagnostics", claimed.run_id, claimed.iteration, count)
         for path in sorted((stage_dir / STAGE_ARTIFACTS["evaluate"]).glob("*.jsonl")):
             count = replace_eval_samples(
                 session, claimed.run_id, claimed.iteration, path.stem, read_jsonl(path)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.store.models import Iteration, Pair, execute_update
+from backend.store.models import Iteration, Pair, execute_update, expire_cached
 from backend.store.records import batches, finite_or_none, int_or_none, split_extra
 
 Agreement = Literal["agree", "disagree"]
@@ -99,6 +99,46 @@ def replace_pairs(session: Session, run_id: int, iteration: int, records: Iterab
         (Iteration, {"run_id": run_id}),
     )
     return len(kept)
+
+
+# What the evaluate stage adds to each stored pair's `extra`: its policy log-probs under θ_{k+1}
+# and the run objective's implicit rewards and gradient weight (aipo_core.analysis).
+DIAGNOSTIC_KEYS = (
+    "policy_chosen_logps", "policy_rejected_logps", "s_theta", "reward_chosen", "reward_rejected",
+    "gradient_weight",
+)  # fmt: skip
+
+
+def attach_pair_diagnostics(
+    session: Session, run_id: int, iteration: int, records: Iterable[dict[str, Any]]
+) -> int:
+    """Merge per-pair diagnostics (pair_diagnostics.jsonl, in pairs.jsonl order) into `extra`.
+
+    Record i belongs to the stored pair with idx i. A count or id that does not match the stored
+    pairs raises ValueError naming the record, before anything is written; a retried stage writes
+    the same keys again, so the merge is idempotent.
+    """
+    rows = session.execute(
+        select(Pair.id, Pair.idx, Pair.uid, Pair.extra)
+        .where(Pair.run_id == run_id, Pair.iteration == iteration)
+        .order_by(Pair.idx)
+    ).all()
+    records = list(records)
+    if len(records) != len(rows):
+        raise ValueError(
+            f"pair_diagnostics: {len(records)} records for {len(rows)} stored pairs of iteration {iteration}"
+        )
+    updates = []
+    for i, (row, record) in enumerate(zip(rows, records, strict=True)):
+        uid = record.get("id")
+        if row.idx != i or (uid is not None and row.uid is not None and str(uid) != row.uid):
+            raise ValueError(f"pair_diagnostics[{i}]: id {uid!r} does not match stored pair {row.uid!r}")
+        values = {k: finite_or_none(record[k]) for k in DIAGNOSTIC_KEYS if k in record}
+        updates.append({"id": row.id, "extra": {**(row.extra or {}), **values}})
+    for batch in batches(updates):
+        session.execute(update(Pair), batch)  # ORM bulk UPDATE by primary key
+    expire_cached(session, Pair, where={"run_id": run_id, "iteration": iteration})
+    return len(updates)
 
 
 def pair_filters(

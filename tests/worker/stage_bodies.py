@@ -114,8 +114,8 @@ def artifacts(
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Writes each stage's artifact in the pipeline's layout (pairs after rank, eval samples after
-    evaluate), so the worker's loading into the store runs on real files."""
+    """Writes each stage's artifact in the pipeline's layout (pairs after rank, eval samples and
+    pair diagnostics after evaluate), so the worker's loading into the store runs on real files."""
     from aipo_core.artifacts import iteration_dir, write_jsonl_atomic
 
     folder = iteration_dir(artifact_root, run_id, iteration)
@@ -125,5 +125,7 @@ def artifacts(
         write_jsonl_atomic(folder / "pairs.jsonl", [_pair(i) for i in range(3)])
     if stage == "evaluate":
         write_jsonl_atomic(folder / "eval" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(2)])
+        diagnostics = [{"id": f"p{i}", "s_theta": 0.5 * i, "gradient_weight": 0.25 * i} for i in range(3)]
+        write_jsonl_atomic(folder / "pair_diagnostics.jsonl", diagnostics)
         return {"alpaca_eval": {"win_rate": 50.0, "n": 2}, "note": "text is not a metric"}
     return {"count": 3, "model_cache_dir": str(model_cache_dir)}

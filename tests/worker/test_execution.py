@@ -171,8 +171,14 @@ def test_whole_run_moves_through_every_stage_and_loads_rows_once(store: Settings
         artifact = session.scalars(
             select(Stage.artifact_path).where(Stage.run_id == run_id, Stage.name == "rank")
         ).first()
+        extras = session.scalars(
+            select(Pair.extra).where(Pair.run_id == run_id, Pair.iteration == 1).order_by(Pair.idx)
+        ).all()
     assert sorted(win_rates) == [(0, 50.0), (1, 50.0)]
     assert artifact.endswith("iter_0/pairs.jsonl")
+    # evaluate's per-pair diagnostics are merged into the pairs stored at rank
+    assert [e["gradient_weight"] for e in extras] == [0.0, 0.25, 0.5]
+    assert [e["s_theta"] for e in extras] == [0.0, 0.5, 1.0]
 
 
 def test_a_finished_sweep_run_frees_its_slot(store: Settings, launcher) -> None:

@@ -48,6 +48,38 @@ def test_s_ref_is_derived_from_reference_logps(session) -> None:
     assert record["chosen"] == [{"role": "assistant", "content": "chosen 0"}] and record["custom_field"] == 0
 
 
+def test_pair_diagnostics_merge_into_extra_idempotently(session) -> None:
+    run = runs.create_run(session, small_config())
+    pairs.replace_pairs(session, run.id, 0, [pair_record(i) for i in range(3)])
+    diagnostics = [
+        {"id": f"p-{i}", "s_theta": 1.0 * i, "gradient_weight": 0.1 * i, "reward_chosen": float("nan")}
+        for i in range(3)
+    ]
+    assert pairs.attach_pair_diagnostics(session, run.id, 0, diagnostics) == 3
+    assert pairs.attach_pair_diagnostics(session, run.id, 0, diagnostics) == 3  # a retried evaluate
+    session.commit()
+    rows, _, _ = pairs.query_pairs(session, run.id)
+    assert [r.extra for r in rows] == [
+        {"custom_field": i, "s_theta": 1.0 * i, "gradient_weight": 0.1 * i, "reward_chosen": None}
+        for i in range(3)
+    ]
+    assert pairs.pair_record(rows[2])["gradient_weight"] == pytest.approx(0.2)
+
+
+def test_pair_diagnostics_that_do_not_match_write_nothing(session) -> None:
+    run = runs.create_run(session, small_config())
+    pairs.replace_pairs(session, run.id, 0, [pair_record(i) for i in range(2)])
+    session.commit()
+    with pytest.raises(ValueError, match="1 records for 2 stored pairs"):
+        pairs.attach_pair_diagnostics(session, run.id, 0, [{"id": "p-0", "gradient_weight": 0.5}])
+    swapped = [{"id": "p-1", "gradient_weight": 0.5}, {"id": "p-0", "gradient_weight": 0.5}]
+    with pytest.raises(ValueError, match=r"pair_diagnostics\[0\]: id 'p-1' does not match"):
+        pairs.attach_pair_diagnostics(session, run.id, 0, swapped)
+    session.rollback()
+    rows, _, _ = pairs.query_pairs(session, run.id)
+    assert all("gradient_weight" not in (r.extra or {}) for r in rows)
+
+
 def test_bad_records_name_the_field(session) -> None:
     run = runs.create_run(session, small_config())
     bad = pair_record(0) | {
