@@ -505,7 +505,12 @@ class ObjectivePublic(BaseModel):
                     "name": "aipo",
                     "hyperparameters": ["beta", "alpha", "lambda_"],
                     "defaults": {"beta": 0.1, "alpha": 0.05, "lambda_": 0.2},
-                    "citation": "Shen et al. 2024, Eq. 9",
+                    "citation": "Shen et al. 2024, Eq. 10",
+                    "loss_formula": "−logσ(β(s_θ − (1+α)s_ref)) + λ·(−logπθ(y_w)/|y_w|)",
+                    "reward_formula": "β(logπθ(y) − (1+α)·logπref(y))",
+                    "gradient_weight_formula": "σ(β((1+α)s_ref − s_θ))",
+                    "gradient_weight_range": [0.0, 1.0],
+                    "scales_reference": True,
                 }
             ]
         }
@@ -514,3 +519,14 @@ class ObjectivePublic(BaseModel):
     hyperparameters: list[str]
     defaults: dict[str, float]
     citation: str
+    loss_formula: str = Field(description="The per-pair loss (docs/objectives.md)")
+    reward_formula: str = Field(
+        description="The implicit reward r(y) behind rewards_chosen / rewards_rejected / margins / accuracy"
+    )
+    gradient_weight_formula: str = Field(
+        description="w = −(1/c)·∂loss/∂(r(y_w) − r(y_l)); DPO's is σ(β(s_ref − s_θ)) (AIPO Eq. 8, α = 0)"
+    )
+    gradient_weight_range: list[float] | None = Field(
+        description="[low, high] the weight lies in; null where it is unbounded (IPO)"
+    )
+    scales_reference: bool = Field(description="alpha scales the reference margin: (1+α)·s_ref")

@@ -689,6 +689,20 @@ def objective_catalog() -> dict[str, dict[str, float]]:
     return catalog or dict(FALLBACK_OBJECTIVES)
 
 
+def objective_weight_formula(name: str) -> str | None:
+    """The objective's gradient-weight formula from GET /objectives (None if the API has none)."""
+    try:
+        body = _get("/objectives", live=False)
+    except ApiNotFound:
+        return None
+    entries = body if isinstance(body, list) else []
+    for entry in entries:
+        if isinstance(entry, Mapping) and entry.get("name") == name:
+            formula = entry.get("gradient_weight_formula")
+            return str(formula) if formula else None
+    return None
+
+
 # ----------------------------------------------------------------------------- derived tables
 
 

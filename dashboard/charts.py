@@ -234,14 +234,20 @@ def s_ref_histogram(
 def gradient_weight_histogram(
     weights: Sequence[float] | np.ndarray, *, bins: int = 20, title: str = "Gradient weight distribution"
 ) -> go.Figure:
-    """Histogram of per-pair gradient weights w ∈ [0, 1] (Eq. 8) with the mean marked."""
+    """Histogram of per-pair gradient weights with the mean marked.
+
+    The logistic objectives' weights lie in [0, 1] (AIPO Eq. 8 for aipo), which is then the fixed
+    axis; IPO's can leave it (docs/objectives.md), and then the axis spans the data.
+    """
     values = _finite(weights)
     if values.size == 0:
         return empty_figure("No gradient weights available.", title=title)
+    unit = bool(values.min() >= 0.0 and values.max() <= 1.0)
+    span = (0.0, 1.0) if unit else (float(values.min()), float(values.max()))
     fig = go.Figure(
         go.Histogram(
             x=values.tolist(),
-            xbins=_shared_bins(values, bins, (0.0, 1.0)),
+            xbins=_shared_bins(values, bins, span),
             autobinx=False,
             marker_color=theme.ACCENT,
             name="pairs",
@@ -258,7 +264,8 @@ def gradient_weight_histogram(
         xanchor="left",
         yanchor="bottom",
     )
-    fig.update_xaxes(range=[0.0, 1.0])
+    if unit:
+        fig.update_xaxes(range=[0.0, 1.0])
     return _layout(fig, title=title, x=theme.LABELS["gradient_weight"], y=theme.LABELS["count"])
 
 

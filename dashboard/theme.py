@@ -44,7 +44,7 @@ LABELS = {
     "lc_win_rate": "LC win rate (%)",
     "reward": "Reward β·(log πθ − log πref) (nats)",
     "s_ref": "s_ref = log πref(y_w) − log πref(y_l) (nats)",
-    "gradient_weight": "Gradient weight w = σ(β((1+α)s_ref − s_θ))",
+    "gradient_weight": "Gradient weight w (the run objective's; see /objectives)",
     "logp": "Summed log-prob log π(y) (nats)",
     "length_tokens": "Response length (tokens)",
     "length_chars": "Response length (chars)",

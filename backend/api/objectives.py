@@ -22,6 +22,11 @@ def list_objectives() -> list[ObjectivePublic]:
             hyperparameters=list(spec.hyperparameters),
             defaults=dict(spec.defaults),
             citation=spec.citation,
+            loss_formula=spec.loss_formula,
+            reward_formula=spec.reward_formula,
+            gradient_weight_formula=spec.weight_formula,
+            gradient_weight_range=list(spec.weight_range) if spec.weight_range else None,
+            scales_reference=spec.scales_reference,
         )
         for spec in OBJECTIVES.values()
     ]

@@ -199,14 +199,10 @@ def pairs_tab() -> None:
     frame = api_client.pairs_frame(pairs)
     left, right = st.columns(2)
     left.plotly_chart(charts.s_ref_histogram(frame["s_ref"]), key="s_ref")
-    weights, caption = derived.pair_gradient_weights(
-        frame,
-        [p["extra"] for p in pairs],
-        objective=run["objective"],
-        hyperparameters=api_client.hyperparameters(run),
-    )
+    weights, caption = derived.pair_gradient_weights([p["extra"] for p in pairs])
     right.plotly_chart(charts.gradient_weight_histogram(weights), key="weights")
-    right.caption(f"Eq. 8 weights, {caption}.")
+    formula = api_client.objective_weight_formula(run["objective"])
+    right.caption(f"{run['objective']} weights" + (f" w = {formula}" if formula else "") + f", {caption}.")
     left, right = st.columns(2)
     left.plotly_chart(charts.length_vs_logprob(frame), key="len_logp")
     unit = right.radio("Length unit", ["chars", "tokens"], horizontal=True, key="len_unit")

@@ -203,6 +203,17 @@ def test_objective_catalog_falls_back_when_the_api_has_none(stand_in):
     assert api_client.objective_catalog()["aipo"] == {"beta": 0.1, "alpha": 0.05, "lambda_": 0.2}
 
 
+def test_objective_weight_formula_from_the_registry_route(stand_in, monkeypatch):
+    assert api_client.objective_weight_formula("aipo") is None  # the stand-in has no /objectives
+    served = [
+        {"name": "aipo", "gradient_weight_formula": "σ(β((1+α)s_ref − s_θ))"},
+        {"name": "ipo", "gradient_weight_formula": "1 − 2β(s_θ − s_ref)"},
+    ]
+    monkeypatch.setattr(api_client, "_get", lambda path, params=None, live=True: served)
+    assert api_client.objective_weight_formula("ipo") == "1 − 2β(s_θ − s_ref)"
+    assert api_client.objective_weight_formula("dpo") is None
+
+
 def test_runs_frame_resolves_hyperparameters_and_latest_eval(stand_in):
     frame = api_client.runs_frame(api_client.list_runs().items).set_index("id")
     assert frame.loc[2, "beta"] == 0.1 and math.isnan(frame.loc[2, "alpha"])  # dpo has no alpha

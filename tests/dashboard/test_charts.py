@@ -94,6 +94,15 @@ def test_gradient_weight_histogram_fixed_unit_range_and_mean():
     assert tuple(fig.layout.xaxis.range) == (0.0, 1.0)
 
 
+def test_gradient_weight_histogram_spans_ipo_weights_outside_the_unit_range():
+    # IPO's w = 1 − 2β(s_θ − s_ref) can be negative once the margin passes its target.
+    fig = charts.gradient_weight_histogram([-0.5, 0.5, 1.0], bins=3)
+    (hist,) = fig.data
+    assert (hist.xbins.start, hist.xbins.size) == (-0.5, 0.5)
+    assert fig.layout.xaxis.range is None
+    assert "mean w = 0.333 (n = 3)" in _annotation_texts(fig)
+
+
 def test_length_vs_logprob_scatter_and_correlation():
     pairs = pd.DataFrame(
         {

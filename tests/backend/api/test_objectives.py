@@ -14,6 +14,13 @@ def test_objectives_mirror_the_registry(api: Api) -> None:
     assert body["aipo"]["defaults"] == {"beta": 0.1, "alpha": 0.05, "lambda_": 0.2}
     assert body["simpo"]["hyperparameters"] == ["beta", "gamma"]
     assert "Eq." in body["ipo"]["citation"]
+    assert body["aipo"]["citation"] == "Shen et al. 2024, Eq. 10"
+    assert body["aipo"]["gradient_weight_formula"] == "σ(β((1+α)s_ref − s_θ))"
+    assert body["aipo"]["scales_reference"] is True and body["rdpo"]["scales_reference"] is False
+    assert body["rdpo"]["loss_formula"] == "−logσ(β(s_θ − s_ref) + α(|y_w| − |y_l|))"
+    assert body["simpo"]["reward_formula"] == "(β/|y|)·logπθ(y)"
+    assert body["ipo"]["gradient_weight_range"] is None
+    assert body["dpo"]["gradient_weight_range"] == [0.0, 1.0]
 
 
 def test_objectives_need_the_token(api: Api) -> None:
