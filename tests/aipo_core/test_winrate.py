@@ -5,10 +5,8 @@ Everything here reads data shipped in the repository (tests/data/alpaca_eval, se
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -26,26 +24,17 @@ from aipo_core.winrate import (
     win_rates,
     winrate_from_annotations_file,
 )
-
-DATA = Path(__file__).resolve().parents[1] / "data" / "alpaca_eval"
-MODELS = ["gpt-3.5-turbo-1106", "gpt-3.5-turbo-1106_concise", "gpt-3.5-turbo-1106_verbose"]
-BASELINE = "gpt4_1106_preview"
-
-
-@cache
-def _published() -> dict[str, dict[str, str]]:
-    with (DATA / "leaderboard_subset.csv").open(encoding="utf-8") as fh:
-        return {row["model"]: row for row in csv.DictReader(fh)}
-
-
-@cache
-def _annotations(model: str) -> tuple[dict[str, str], ...]:
-    with (DATA / "annotation_lengths.csv").open(encoding="utf-8") as fh:
-        return tuple(row for row in csv.DictReader(fh) if row["model"] == model)
+from tests.data.alpaca_eval.published import (
+    BASELINE,
+    MODELS,
+    annotations,
+    leaderboard,
+    write_alpaca_eval_annotations,
+)
 
 
 def _judgements(model: str) -> Judgements:
-    rows = _annotations(model)
+    rows = annotations(model)
     return Judgements(
         preferences=[float(r["preference"]) if r["preference"] else None for r in rows],
         output_chars=[int(r["output_chars"]) for r in rows],
@@ -55,14 +44,14 @@ def _judgements(model: str) -> Judgements:
 
 
 def _annotator_judge(model: str) -> str:
-    (annotator,) = {row["annotator"] for row in _annotations(model)}
+    (annotator,) = {row["annotator"] for row in annotations(model)}
     return f"alpaca_eval:{annotator}"
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_matches_published_alpaca_eval_numbers(model: str) -> None:
     """Raw metrics exact; LC (the annotator's published slope) within 2 points of AlpacaEval's."""
-    published = _published()[model]
+    published = leaderboard()[model]
     judged = _judgements(model)
     got = win_rates(
         judged.preferences,
@@ -263,23 +252,9 @@ def test_bad_input_names_the_field() -> None:
 
 def test_alpaca_eval_annotations_file_names_its_judge(tmp_path: Path) -> None:
     """The AlpacaEval JSON format: judge from `annotator`, baseline from `generator_1`."""
-    rows = _annotations("gpt-3.5-turbo-1106_verbose")
-    records = [
-        {
-            "instruction": f"instruction {r['index']}",
-            "output_1": "b" * int(r["baseline_chars"]),
-            "generator_1": BASELINE,
-            "output_2": "m" * int(r["output_chars"]),
-            "generator_2": "gpt-3.5-turbo-1106_verbose",
-            "annotator": r["annotator"],
-            "preference": float(r["preference"]),
-        }
-        for r in rows
-    ]
-    path = tmp_path / "annotations.json"
-    path.write_text(json.dumps(records), encoding="utf-8")
+    path = write_alpaca_eval_annotations("gpt-3.5-turbo-1106_verbose", tmp_path / "annotations.json")
     got = winrate_from_annotations_file(path, format="alpaca_eval")
-    published = _published()["gpt-3.5-turbo-1106_verbose"]
+    published = leaderboard()["gpt-3.5-turbo-1106_verbose"]
     assert got["win_rate"] == pytest.approx(float(published["win_rate"]), abs=1e-9)
     assert got["judge"] == ALPACA_EVAL_GPT4_TURBO and got["slope_source"] == "prior"
     assert abs(got["lc_win_rate"] - float(published["length_controlled_winrate"])) < 2.0
