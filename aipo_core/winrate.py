@@ -442,13 +442,43 @@ def _pooled_fit(evaluations: Sequence[_Clean]) -> list[_LengthControl]:
     return results
 
 
-def _report(ev: _Clean, lc: _LengthControl, judge: str | None) -> WinRateReport:
-    y, n = ev.y, int(ev.y.size)
+def _raw(y: np.ndarray, output_chars: np.ndarray) -> dict[str, Any]:
+    """Raw head-to-head counts and rates of soft labels y [n] in [0, 1] (n >= 1)."""
+    n = int(y.size)
     n_wins, n_wins_base = int((y > 0.5).sum()), int((y < 0.5).sum())
     n_draws = n - n_wins - n_wins_base
+    return {
+        "win_rate": 100.0 * float(y.mean()),
+        "win_rate_se": 100.0 * float(y.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+        "discrete_win_rate": 100.0 * (n_wins + 0.5 * n_draws) / n,
+        "n_wins": n_wins,
+        "n_wins_base": n_wins_base,
+        "n_draws": n_draws,
+        "n": n,
+        "avg_length": float(output_chars.mean()),
+    }
+
+
+def raw_win_rate(
+    preferences: Sequence[float | str | None], output_lengths: Sequence[float]
+) -> dict[str, Any]:
+    """Raw win rate, its SE, discrete win rate, counts and average length (no length control).
+
+    Missing preferences are dropped with their lengths; NaN (JSON: None) where undefined.
+    """
+    prefs = normalize_preferences(preferences)
+    out_len = np.asarray(output_lengths, dtype=float)
+    if prefs.shape != out_len.shape:
+        raise ValueError(f"preferences ({prefs.size}) and output_lengths ({out_len.size}) differ in length")
+    keep = ~np.isnan(prefs)
+    if not keep.any():
+        raise ValueError("preferences: no usable preference (all missing)")
+    return _raw(prefs[keep] - 1.0, out_len[keep])
+
+
+def _report(ev: _Clean, lc: _LengthControl, judge: str | None) -> WinRateReport:
     return WinRateReport(
-        win_rate=100.0 * float(y.mean()),
-        win_rate_se=100.0 * float(y.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan,
+        **_raw(ev.y, ev.output_chars),
         lc_win_rate=lc.rate,
         lc_win_rate_se=lc.se,
         lc_unavailable_reason=lc.reason,
@@ -458,13 +488,7 @@ def _report(ev: _Clean, lc: _LengthControl, judge: str | None) -> WinRateReport:
         length_slope_se=lc.slope_se,
         lc_pooled_n=lc.pooled_n,
         lc_pooled_evaluations=lc.pooled_evaluations,
-        discrete_win_rate=100.0 * (n_wins + 0.5 * n_draws) / n,
-        n_wins=n_wins,
-        n_wins_base=n_wins_base,
-        n_draws=n_draws,
-        n=n,
         n_missing=ev.n_missing,
-        avg_length=float(ev.output_chars.mean()),
         difficulty_coef=lc.difficulty_coef,
         intercept=lc.intercept,
     )

@@ -42,7 +42,8 @@ EXAMPLE_CONFIG: dict[str, Any] = {
     "evaluation": {
         "benchmarks": ["alpaca_eval"],
         "limit": 32,
-        "judge": {"kind": "llm_judge", "model": "policy"},
+        "seed": 0,
+        "judge": {"kind": "llm_judge", "model": "base"},
     },
 }
 EXAMPLE_TIME = "2025-01-01T12:00:00Z"
