@@ -110,7 +110,9 @@ class EvaluationSummary:
 
 
 def _judged(evaluation: Evaluation) -> list[Mapping[str, Any]]:
-    return [r for r in evaluation.records if r.get("preference") is not None]
+    """Records with a preference and both lengths (the rest count as unjudged)."""
+    fields = ("preference", "output_chars", "baseline_chars")
+    return [r for r in evaluation.records if all(r.get(f) is not None for f in fields)]
 
 
 def _judgements(records: Sequence[Mapping[str, Any]]) -> Judgements:

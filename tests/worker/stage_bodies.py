@@ -125,5 +125,9 @@ def artifacts(
         write_jsonl_atomic(folder / "pairs.jsonl", [_pair(i) for i in range(3)])
     if stage == "evaluate":
         write_jsonl_atomic(folder / "eval" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(2)])
+        if iteration == 0:  # θ_0, evaluated once, before the policy (aipo_core.pipeline.stage_evaluate)
+            write_jsonl_atomic(
+                folder / "eval" / "base" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(3)]
+            )
         return {"alpaca_eval": {"win_rate": 50.0, "n": 2}, "note": "text is not a metric"}
     return {"count": 3, "model_cache_dir": str(model_cache_dir)}
