@@ -97,7 +97,7 @@ def summary_title(rows: Sequence[Mapping[str, Any]], benchmark: str) -> str:
 def summary_table(rows: Sequence[Mapping[str, Any]], benchmark: str) -> Table:
     table = Table(title=summary_title(rows, benchmark), caption=lc_caption(rows) or None)
     for header in HEADERS:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=header == "model")
     for row in rows:
         table.add_row(
             row["model"],

@@ -79,6 +79,8 @@ MIN_JUDGEMENTS = 50
 MIN_EVENTS_PER_PARAMETER = 5
 #: A slope known only to ±2 (95%) spans "no length bias" to "twice AlpacaEval's": no usable LC.
 MAX_SLOPE_SE = 1.0
+#: Soft wins (or losses) below this in one evaluation: all its judgements are on one side.
+MIN_SOFT_COUNT = 0.5
 #: A coefficient this large (P = 1 - 5e-5 on its own) only comes from a diverging fit.
 SEPARATION_LOGIT = 10.0
 
@@ -178,12 +180,18 @@ class _Clean:
         return self.output_chars - self.baseline_chars
 
     def one_sided(self) -> str | None:
-        """Why this evaluation's strength b_k is not identified (all wins or all losses), or None."""
+        """Why this evaluation's strength b_k is not identified (all wins or all losses), or None.
+
+        Wins and losses are soft counts (sum of y, sum of 1 - y); under half a judgement's worth
+        on one side, b_k runs off to ±infinity.
+        """
         wins, losses = float(self.y.sum()), float((1.0 - self.y).sum())
-        if wins < 1.0 or losses < 1.0:
-            side = "the baseline" if wins < 1.0 else "the model"
+        if min(wins, losses) < MIN_SOFT_COUNT:
+            side, other, count = (
+                ("the baseline", "wins", wins) if wins < losses else ("the model", "losses", losses)
+            )
             return (
-                f"all {self.y.size} judgements favour {side} (less than one win or loss): "
+                f"all {self.y.size} judgements favour {side} ({other} {count:.2f} < {MIN_SOFT_COUNT}): "
                 "the model's strength is not identified"
             )
         return None

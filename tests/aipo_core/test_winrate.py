@@ -273,7 +273,7 @@ def test_aipo_eval_jsonl_format(tmp_path: Path) -> None:
     assert got["win_rate"] == pytest.approx(62.5)
     assert got["avg_length"] == 200.0
     assert got["judge"] == "llm_judge:m" and got["lc_win_rate"] is None
-    assert "favour the model" in got["lc_unavailable_reason"]
+    assert "too few judgements" in got["lc_unavailable_reason"]
     with pytest.raises(ValueError, match="format"):
         winrate_from_annotations_file(path, format="csv")
     (tmp_path / "broken.jsonl").write_text(json.dumps({"preference": 2.0}) + "\n", encoding="utf-8")
