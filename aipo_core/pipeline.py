@@ -23,11 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aipo_core import artifacts
 from aipo_core.config import BASE_JUDGE, RunConfig
 from aipo_core.objectives import get_objective
+
+if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when they run
+    from aipo_core.eval_sample import EvalSample
+    from aipo_core.evaluation import PairwiseJudge
 
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
@@ -246,10 +250,10 @@ def _scaled_sink(ctx: StageContext, start: float, width: float) -> Sink:
 def _evaluate(
     ctx: StageContext,
     evaluated: str,
-    model_and_tokenizer,
+    model_and_tokenizer: tuple[Any, Any],
     policy_index: int,
-    judge,
-    sample,
+    judge: PairwiseJudge,
+    sample: EvalSample,
     *,
     step: int,
     steps: int,
