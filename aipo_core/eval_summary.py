@@ -15,7 +15,7 @@ time and `aipo run --local` on the artifacts (`load_run_evaluations`); docs/eval
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -70,21 +70,57 @@ def judge_info(config: RunConfig) -> JudgeInfo:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One model's judged answers on one benchmark, as the evaluate stage wrote them.
+    """One model's judged answers on one benchmark, column by column (one entry per prompt).
 
-    `records` carry at least id, preference (AlpacaEval 1..2 or None), output_chars,
-    baseline_chars and output_tokens (eval/{benchmark}.jsonl).
+    `preferences` follow AlpacaEval (1..2, None = not judged); lengths in characters. Columns,
+    not records: a 15-iteration run holds 12,880 judgements, read on every API request.
     """
 
     benchmark: str
     evaluated: str
     iteration: int
-    records: Sequence[Mapping[str, Any]]
+    prompt_ids: list[str]
+    preferences: list[float | None]
+    output_chars: list[int | None]
+    baseline_chars: list[int | None]
+    output_tokens: list[int | None]
+
+    @classmethod
+    def from_records(
+        cls, benchmark: str, evaluated: str, iteration: int, records: Sequence[Mapping[str, Any]]
+    ) -> Evaluation:
+        """From eval/{benchmark}.jsonl records: id, preference, output/baseline chars, output_tokens."""
+        return cls(
+            benchmark,
+            evaluated,
+            iteration,
+            prompt_ids=[str(r.get("id")) for r in records],
+            preferences=[r.get("preference") for r in records],
+            output_chars=[r.get("output_chars") for r in records],
+            baseline_chars=[r.get("baseline_chars") for r in records],
+            output_tokens=[r.get("output_tokens") for r in records],
+        )
 
     @property
     def policy_index(self) -> int:
         """j of the evaluated θ_j: 0 for the base model, k + 1 for iteration k's policy."""
         return 0 if self.evaluated == BASE_EVALUATION else self.iteration + 1
+
+    def judged(self) -> Judgements:
+        """The judgements with a preference and both lengths (the rest count as unjudged)."""
+        keep = [
+            i
+            for i, (p, o, b) in enumerate(
+                zip(self.preferences, self.output_chars, self.baseline_chars, strict=True)
+            )
+            if p is not None and o is not None and b is not None
+        ]
+        return Judgements(
+            preferences=[self.preferences[i] for i in keep],
+            output_chars=[self.output_chars[i] for i in keep],
+            baseline_chars=[self.baseline_chars[i] for i in keep],
+            prompt_ids=[self.prompt_ids[i] for i in keep],
+        )
 
 
 @dataclass(frozen=True)
@@ -104,31 +140,15 @@ class EvaluationSummary:
     metrics: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """One flat JSON-safe dict: the identity fields, then the metrics."""
-        identity = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        """One flat JSON-safe dict: the identity fields, then the metrics (shallow: no copies)."""
+        identity = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "metrics"}
         return {**identity, **self.metrics}
 
 
-def _judged(evaluation: Evaluation) -> list[Mapping[str, Any]]:
-    """Records with a preference and both lengths (the rest count as unjudged)."""
-    fields = ("preference", "output_chars", "baseline_chars")
-    return [r for r in evaluation.records if all(r.get(f) is not None for f in fields)]
-
-
-def _judgements(records: Sequence[Mapping[str, Any]]) -> Judgements:
-    return Judgements(
-        preferences=[r["preference"] for r in records],
-        output_chars=[r["output_chars"] for r in records],
-        baseline_chars=[r["baseline_chars"] for r in records],
-        prompt_ids=[str(r.get("id")) for r in records],
-    )
-
-
-def _metrics(evaluation: Evaluation, report: WinRateReport | None) -> dict[str, Any]:
-    records = evaluation.records
-    tokens = [r["output_tokens"] for r in records if r.get("output_tokens") is not None]
+def _metrics(evaluation: Evaluation, n_judged: int, report: WinRateReport | None) -> dict[str, Any]:
+    tokens = [t for t in evaluation.output_tokens if t is not None]
     extra = {
-        "n_unjudged": len(records) - len(_judged(evaluation)),
+        "n_unjudged": len(evaluation.prompt_ids) - n_judged,
         "avg_tokens": sum(tokens) / len(tokens) if tokens else None,
     }
     if report is None:
@@ -150,10 +170,11 @@ def summarize_evaluations(evaluations: Sequence[Evaluation], config: RunConfig) 
     summaries = []
     for (benchmark, judge), members in groups.items():
         baseline = BENCHMARK_BASELINES.get(benchmark)
-        judged = [m for m in members if _judged(m)]
-        reports = pooled_win_rates([_judgements(_judged(m)) for m in judged], judge=judge, baseline=baseline)
-        by_evaluation = {id(m): r for m, r in zip(judged, reports, strict=True)}
-        for member in members:
+        judged = [m.judged() for m in members]
+        with_judgements = [k for k, j in enumerate(judged) if j.preferences]
+        reports = pooled_win_rates([judged[k] for k in with_judgements], judge=judge, baseline=baseline)
+        report_of = dict(zip(with_judgements, reports, strict=True))
+        for k, member in enumerate(members):
             summaries.append(
                 EvaluationSummary(
                     benchmark=benchmark,
@@ -164,8 +185,8 @@ def summarize_evaluations(evaluations: Sequence[Evaluation], config: RunConfig) 
                     judge_label=info.label,
                     self_judged=info.self_judged,
                     baseline_model=baseline,
-                    prompt_ids=[str(r.get("id")) for r in member.records],
-                    metrics=_metrics(member, by_evaluation.get(id(member))),
+                    prompt_ids=member.prompt_ids,
+                    metrics=_metrics(member, len(judged[k].preferences), report_of.get(k)),
                 )
             )
     return sorted(summaries, key=lambda s: (s.benchmark, s.policy_index))
@@ -186,5 +207,5 @@ def load_run_evaluations(artifact_root: Path, run_id: str, config: RunConfig) ->
             for evaluated in EVALUATED:
                 path = evaluation_path(folder, evaluated, benchmark)
                 if path.is_file():
-                    found.append(Evaluation(benchmark, evaluated, k, artifacts.read_jsonl(path)))
+                    found.append(Evaluation.from_records(benchmark, evaluated, k, artifacts.read_jsonl(path)))
     return found

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 
-from aipo_core.eval_summary import BASE_EVALUATION, judge_info, summarize_evaluations
+from aipo_core.eval_summary import BASE_EVALUATION, judge_info
 from backend.api.common import ERRORS, RunId, load_run, not_found
 from backend.deps import SessionDep, SettingsDep, require_token
+from backend.evaluations import run_evaluation_summaries
 from backend.schemas import (
     MAX_INT32,
     EvaluationPublic,
@@ -20,7 +21,6 @@ from backend.schemas import (
     StageList,
     StagePublic,
 )
-from backend.store.eval_samples import run_evaluations
 from backend.store.metrics import eval_metrics_by_iteration
 from backend.store.models import Stage
 from backend.store.pairs import pair_stats_by_iteration
@@ -68,7 +68,7 @@ def list_iterations(run_id: RunId, session: SessionDep) -> IterationList:
     stages = list_stages(session, run_id)
     evals = eval_metrics_by_iteration(session, run_id)
     pair_stats = pair_stats_by_iteration(session, run_id)
-    summaries = summarize_evaluations(run_evaluations(session, run_id), config)
+    summaries = run_evaluation_summaries(session, run)
     base: dict[str, EvaluationPublic] = {}
     by_iteration: dict[int, dict[str, EvaluationPublic]] = {}
     for summary in summaries:

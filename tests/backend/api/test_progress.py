@@ -118,6 +118,13 @@ def test_iterations_serve_the_base_model_and_run_level_lc(api: Api) -> None:
     assert flat["alpaca_eval/n"] == 40 and not any("base" in key for key in flat)
     assert flat["alpaca_eval/lc_win_rate"] == first["lc_win_rate"]
 
+    # A re-stored evaluation (a retried stage) is read at once: the summary is never stale.
+    redone = [{**r, "preference": 2.0 if i % 2 else 1.0} for i, r in enumerate(stored["policy", 1])]
+    _store_evaluations(api, run["id"], {("policy", 1): redone})
+    again = api.client.get(f"/api/v1/runs/{run['id']}/iterations").json()
+    assert again["items"][1]["evaluations"]["alpaca_eval"]["win_rate"] == 50.0
+    assert again["base_evaluations"]["alpaca_eval"]["length_slope"] != base["length_slope"]
+
 
 def test_self_judged_evaluations_are_labelled_and_not_pooled(api: Api) -> None:
     """judge.model: policy: every θ_j judged by itself, so no shared slope and a clear label."""

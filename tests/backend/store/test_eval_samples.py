@@ -58,5 +58,5 @@ def test_base_and_policy_samples_of_one_iteration_are_kept_apart(session) -> Non
     assert total == 7 and n_base == 3 and {s.evaluated for s in base} == {"base"}
     evaluations = {(e.evaluated, e.iteration): e for e in eval_samples.run_evaluations(session, run.id)}
     assert set(evaluations) == {("base", 0), ("policy", 0)}
-    assert [r["id"] for r in evaluations["base", 0].records] == ["0", "1", "2"]
+    assert evaluations["base", 0].prompt_ids == ["0", "1", "2"]
     assert evaluations["policy", 0].policy_index == 1 and evaluations["base", 0].policy_index == 0
