@@ -32,7 +32,7 @@ it is obtained depends on who judged (`slope_prior_for`):
 
 The fits are statsmodels GLMs (Binomial, soft labels). When the judgements cannot identify LC
 the rate is None and `lc_unavailable_reason` says why: fewer than MIN_JUDGEMENTS pooled
-judgements, too few wins or losses per parameter, all of an evaluation's judgements on one side,
+judgements, too few wins or losses per predictor, all of an evaluation's judgements on one side,
 a constant non-zero length difference, perfect separation or no convergence, or a slope SE above
 MAX_SLOPE_SE. With no length difference at all (Δlen = 0 everywhere) nothing needs controlling
 and LC equals the raw rate.
@@ -46,7 +46,8 @@ Checks (tests/aipo_core/test_winrate.py):
   ours is baseline length. An estimated-slope LC is comparable between evaluations by the same
   judge, not with numbers from other judges or methods.
 * synthetic judgements from this GLM with γ = 0, 1.5, 3 at n = 805 and 128: the 95% interval
-  covers the true LC in at least 90% of 200 datasets per setting.
+  covers the true LC in 91.5-96.5% of 200 datasets per setting (the AlpacaEval prior applied to
+  every judge covered 76.5-80% at γ = 0); table in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -75,11 +76,13 @@ ALPACA_EVAL_GPT4_TURBO = "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"
 # Identifiability thresholds for an estimated slope (docs/evaluation.md#when-lc-is-unavailable).
 #: Fewer pooled judgements than this: the sandwich SE itself is unreliable.
 MIN_JUDGEMENTS = 50
-#: Events (the rarer of wins and losses, soft-counted) needed per fitted coefficient; 5-10 is the
-#: usual range for logistic regression (Vittinghoff & McCulloch 2007).
-MIN_EVENTS_PER_PARAMETER = 5
-#: A slope known only to ±2 (95%) spans "no length bias" to "twice AlpacaEval's": no usable LC.
-MAX_SLOPE_SE = 1.0
+#: Events (the rarer of wins and losses, soft-counted) needed per predictor, i.e. per coefficient
+#: beyond one intercept (the usual events-per-variable rule; 5-10 suffices for logistic regression,
+#: Vittinghoff & McCulloch 2007).
+MIN_EVENTS_PER_PREDICTOR = 5
+#: A slope known only to ±3 (95%) spans "no length bias" to "twice AlpacaEval's" and more: no
+#: usable LC. (In the calibration simulations LC intervals still cover below this SE.)
+MAX_SLOPE_SE = 1.5
 #: Soft wins (or losses) below this in one evaluation: all its judgements are on one side.
 MIN_SOFT_COUNT = 0.5
 #: A coefficient this large (P = 1 - 5e-5 on its own) only comes from a diverging fit.
@@ -277,10 +280,26 @@ def length_term(delta: np.ndarray) -> np.ndarray | None:
     return length if np.ptp(length) > 1e-6 else None
 
 
+@dataclass(frozen=True)
+class LogisticFit:
+    """A fitted length GLM: coefficients [p], the sandwich covariance clustered by prompt [p, p]
+    (what SEs use), the model-based covariance (inverse Fisher information) [p, p], fitted P [n]."""
+
+    coef: np.ndarray
+    cov: np.ndarray
+    model_cov: np.ndarray
+    fitted: np.ndarray
+
+    def identification_se(self, j: int) -> float:
+        """The larger of the two SEs of coefficient j: a sandwich is near zero when a coefficient
+        rests on a handful of exactly fitted judgements, the information is not."""
+        return math.sqrt(max(float(self.cov[j, j]), float(self.model_cov[j, j]), 0.0))
+
+
 def fit_logistic(
     y: np.ndarray, x: np.ndarray, *, clusters: np.ndarray, offset: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Logistic GLM of soft labels y [n] on x [n, p]: (coef [p], covariance [p, p], fitted p [n]).
+) -> LogisticFit:
+    """Logistic GLM of soft labels y [n] on x [n, p].
 
     statsmodels' Binomial GLM takes y in [0, 1] directly (the cross-entropy AlpacaEval's
     duplicated-rows trick computes); the covariance is the sandwich clustered by `clusters`
@@ -305,6 +324,7 @@ def fit_logistic(
             raise NotIdentified(f"the length GLM could not be fitted ({exc})") from None
     categories = {w.category for w in caught}
     coef, cov = np.asarray(result.params), np.asarray(result.cov_params())
+    model_cov = np.asarray(result.normalized_cov_params)  # (XᵀWX)⁻¹; the Binomial scale is 1
     # statsmodels also warns when soft labels are fitted exactly (fitted == y); only diverging
     # coefficients mean separation.
     separated = any(issubclass(c, PerfectSeparationWarning) for c in categories)
@@ -312,9 +332,9 @@ def fit_logistic(
         raise NotIdentified("perfect separation: length alone predicts every judgement")
     if not result.converged or any(issubclass(c, ConvergenceWarning) for c in categories):
         raise NotIdentified("the length GLM did not converge")
-    if not (np.isfinite(coef).all() and np.isfinite(cov).all()):
+    if not (np.isfinite(coef).all() and np.isfinite(cov).all() and np.isfinite(model_cov).all()):
         raise NotIdentified("the length GLM gave non-finite coefficients")
-    return coef, cov, np.asarray(result.fittedvalues)
+    return LogisticFit(coef, cov, model_cov, np.asarray(result.fittedvalues))
 
 
 def _delta_method_se(grad: np.ndarray, cov: np.ndarray) -> float:
@@ -346,9 +366,10 @@ def _prior_lc(ev: _Clean, prior: SlopePrior) -> _LengthControl:
     z = _standardize(ev.baseline_chars)
     x = np.column_stack([np.ones_like(delta)] + ([] if z is None else [z]))  # [n, 1 or 2]
     try:
-        coef, cov, fitted = fit_logistic(ev.y, x, clusters=ev.clusters, offset=prior.mean * length)
+        fit = fit_logistic(ev.y, x, clusters=ev.clusters, offset=prior.mean * length)
     except NotIdentified as exc:
         return _unavailable(str(exc), "prior", **fixed)
+    coef, cov, fitted = fit.coef, fit.cov, fit.fitted
     p = expit(x @ coef)  # [n] predicted wins with the length term at 0
     weight = p * (1.0 - p)
     grad = (x * weight[:, None]).mean(axis=0)  # d LC / d coef
@@ -413,22 +434,24 @@ def _pooled_fit(evaluations: Sequence[_Clean]) -> list[_LengthControl]:
     strengths = (owner[:, None] == np.arange(len(evaluations))[None, :]).astype(float)  # [N, K]
     x = np.column_stack([strengths, length] + ([] if z is None else [z]))  # [N, K + 1 (+1)]
     events = min(float(y.sum()), float((1.0 - y).sum()))
-    if events < MIN_EVENTS_PER_PARAMETER * x.shape[1]:
+    predictors = x.shape[1] - 1  # every column but one intercept
+    if events < MIN_EVENTS_PER_PREDICTOR * predictors:
         return all_unavailable(
-            f"too few wins or losses ({events:.1f}) for {x.shape[1]} coefficients "
-            f"(at least {MIN_EVENTS_PER_PARAMETER} per coefficient)"
+            f"too few wins or losses ({events:.1f}) for {predictors} predictors "
+            f"(at least {MIN_EVENTS_PER_PREDICTOR} per predictor)"
         )
     try:
-        coef, cov, _ = fit_logistic(y, x, clusters=np.concatenate([ev.clusters for ev in evaluations]))
+        glm = fit_logistic(y, x, clusters=np.concatenate([ev.clusters for ev in evaluations]))
     except NotIdentified as exc:
         return all_unavailable(str(exc))
+    coef, cov = glm.coef, glm.cov
     k_slope = len(evaluations)
     slope, slope_se = float(coef[k_slope]), math.sqrt(max(float(cov[k_slope, k_slope]), 0.0))
     fit = {"slope": slope, "slope_se": slope_se}
-    if slope_se > MAX_SLOPE_SE:
+    if (identification_se := glm.identification_se(k_slope)) > MAX_SLOPE_SE:
         return all_unavailable(
             f"this judge's length slope is not identified by these judgements "
-            f"(γ = {slope:.2f} ± {slope_se:.2f}, SE above {MAX_SLOPE_SE})",
+            f"(γ = {slope:.2f}, SE {identification_se:.2f} above {MAX_SLOPE_SE})",
             **fit,
         )
     x_at_equal_length = x.copy()
