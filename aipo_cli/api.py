@@ -64,8 +64,9 @@ class ApiClient:
     def get_run(self, run_id: int) -> dict[str, Any]:
         return self._call("GET", f"/runs/{run_id}")
 
-    def iterations(self, run_id: int) -> list[dict[str, Any]]:
-        return self._call("GET", f"/runs/{run_id}/iterations")["items"]
+    def iterations(self, run_id: int) -> dict[str, Any]:
+        """GET /runs/{id}/iterations: `items` per iteration plus θ_0's `base_evaluations`."""
+        return self._call("GET", f"/runs/{run_id}/iterations")
 
     def close(self) -> None:
         self._http.close()

@@ -14,10 +14,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aipo_cli.api import ApiClient
-from aipo_cli.summary import summary_table
+from aipo_cli.summary import summary_rows, summary_table
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-EVAL_KEYS = ("win_rate", "lc_win_rate", "avg_length")
 
 
 def demo_config() -> dict[str, Any]:
@@ -25,20 +24,14 @@ def demo_config() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
-def iterations_table(iterations: list[dict[str, Any]], benchmark: str = "alpaca_eval") -> Table:
-    """The summary table from the API's iterations (eval metrics and pair statistics)."""
-    rows = []
-    for it in iterations:
-        metrics, pairs = it.get("eval_metrics") or {}, it.get("pair_stats") or {}
-        rows.append(
-            {
-                "iteration": it["index"],
-                "pairs": pairs.get("pairs"),
-                "agreement_rate": pairs.get("agreement_rate"),
-                **{key: metrics.get(f"{benchmark}/{key}") for key in EVAL_KEYS},
-            }
-        )
-    return summary_table(rows, f"Per-iteration summary ({benchmark}, judge: the policy itself)")
+def iterations_table(iterations: dict[str, Any], benchmark: str = "alpaca_eval") -> Table:
+    """The summary table from the API's GET /runs/{id}/iterations (θ_0 first, then θ_1 … θ_K)."""
+    evaluations = list(iterations.get("base_evaluations", {}).values())
+    pair_stats = {}
+    for it in iterations.get("items", []):
+        evaluations.extend((it.get("evaluations") or {}).values())
+        pair_stats[it["index"]] = it.get("pair_stats") or {}
+    return summary_table(summary_rows(evaluations, pair_stats, benchmark), benchmark)
 
 
 def follow_run(client: ApiClient, run_id: int, console: Console, poll_s: float = 2.0) -> dict[str, Any]:

@@ -8,27 +8,22 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from aipo_cli.summary import summary_table
+from aipo_cli.summary import summary_rows, summary_table
 from aipo_core.config import RunConfig
 from aipo_core.pipeline import STAGES, run
 
 
-def iteration_rows(history: list[dict[str, dict[str, Any]]], benchmark: str) -> list[dict[str, Any]]:
-    """One row per iteration with the numbers researchers compare first."""
-    rows = []
-    for k, stages in enumerate(history):
-        rank, evaluate = stages.get("rank", {}), stages.get("evaluate", {})
-        rows.append(
-            {
-                "iteration": k,
-                "pairs": rank.get("pairs"),
-                "agreement_rate": rank.get("agreement_rate"),
-                "win_rate": evaluate.get(f"{benchmark}/win_rate"),
-                "lc_win_rate": evaluate.get(f"{benchmark}/lc_win_rate"),
-                "avg_length": evaluate.get(f"{benchmark}/avg_length"),
-            }
-        )
-    return rows
+def iteration_rows(
+    config: RunConfig, history: list[dict[str, dict[str, Any]]], *, artifact_root: Path, run_id: str
+) -> list[dict[str, Any]]:
+    """One row per evaluated model (θ_0 first) of the first benchmark, with LC computed over
+    every evaluation the run wrote (aipo_core.eval_summary)."""
+    from aipo_core.eval_summary import load_run_evaluations, summarize_evaluations
+
+    benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else ""
+    summaries = summarize_evaluations(load_run_evaluations(artifact_root, run_id, config), config)
+    pair_stats = {k: stages.get("rank", {}) for k, stages in enumerate(history)}
+    return summary_rows([s.to_dict() for s in summaries], pair_stats, benchmark)
 
 
 def run_local(
@@ -56,8 +51,8 @@ def run_local(
             model_cache_dir=model_cache_dir,
             on_stage=on_stage,
         )
+    rows = iteration_rows(config, history, artifact_root=artifact_root, run_id=run_id)
     benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else ""
-    rows = iteration_rows(history, benchmark)
-    console.print(summary_table(rows, f"Per-iteration summary ({benchmark})"))
+    console.print(summary_table(rows, benchmark))
     console.print(f"artifacts: {artifact_root / 'runs' / run_id}")
     return rows

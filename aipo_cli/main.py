@@ -86,12 +86,24 @@ def run_command(
 def winrate(
     file: Annotated[Path, typer.Argument(help="Annotations file")],
     format: Annotated[str, typer.Option("--format", help="alpaca_eval | aipo")] = "alpaca_eval",
+    judge: Annotated[
+        str | None,
+        typer.Option(help="Who judged, e.g. alpaca_eval:weighted_alpaca_eval_gpt4_turbo (default: the file)"),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Baseline model, e.g. gpt4_1106_preview (default: from the file)")
+    ] = None,
 ) -> None:
-    """Win rate and length-controlled win rate of an annotations file, as one JSON object."""
+    """Win rate and length-controlled win rate of an annotations file, as one JSON object.
+
+    LC uses AlpacaEval's published length slope only for the judge it was measured on; for any
+    other judge the slope is estimated from the file (lc_win_rate null, with
+    lc_unavailable_reason, when the judgements cannot identify it).
+    """
     from aipo_core.winrate import winrate_from_annotations_file
 
     try:
-        report = winrate_from_annotations_file(file, format=format)
+        report = winrate_from_annotations_file(file, format=format, judge=judge, baseline=baseline)
     except (ValueError, OSError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None

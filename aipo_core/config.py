@@ -112,9 +112,26 @@ class TrainingConfig(StrictModel):
         return self
 
 
+#: `evaluation.judge.model` values that name a model of the run rather than a hub id or path.
+BASE_JUDGE = "base"
+POLICY_JUDGE = "policy"
+
+
 class JudgeConfig(StrictModel):
+    """The evaluation judge (docs/evaluation.md).
+
+    `model: base` (default) judges with the frozen initial model (`RunConfig.model`), so every
+    iteration, θ_0 included, is judged by the same judge. `model: policy` lets the evaluated
+    policy judge itself: the judge then changes every iteration and the results say so.
+    """
+
     kind: Literal["pairrm", "reward_model", "llm_judge", "alpaca_eval"] = "llm_judge"
-    model: str = "policy"
+    model: str = Field(
+        BASE_JUDGE,
+        min_length=1,
+        description="'base' (the frozen initial model: a fixed judge), 'policy' (self-judged: changes "
+        "every iteration), a hub id or a local path. pairrm: base/policy mean the published PairRM.",
+    )
     annotator: str | None = Field(
         None, description="alpaca_eval annotator config name, e.g. weighted_alpaca_eval_gpt4_turbo."
     )
@@ -124,12 +141,26 @@ class JudgeConfig(StrictModel):
     def _annotator_only_for_alpaca_eval(self) -> JudgeConfig:
         if self.annotator is not None and self.kind != "alpaca_eval":
             raise ValueError("annotator is only used with kind: alpaca_eval")
+        if self.kind == "reward_model" and self.model in (BASE_JUDGE, POLICY_JUDGE):
+            raise ValueError(f"model: kind 'reward_model' needs a reward model id or path, not {self.model}")
         return self
 
 
 class EvaluationConfig(StrictModel):
     benchmarks: list[BenchmarkName] = Field(default_factory=lambda: ["alpaca_eval"])
-    limit: int | None = Field(32, ge=1, description="Evaluate the first N prompts of each benchmark.")
+    limit: int | None = Field(
+        32,
+        ge=1,
+        description="Evaluate a seeded sample of N prompts per benchmark, stratified by the benchmark's "
+        "source/category and the same for every iteration; null = every prompt.",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of the evaluation sample (and of sampled decoding), independent of the run's "
+        "seed: runs with the same evaluation.seed are compared on the same prompts.",
+    )
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding.")

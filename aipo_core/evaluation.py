@@ -1,13 +1,17 @@
 """Evaluate a policy against a benchmark's baseline outputs (Algorithm 1, step 5).
 
-`evaluate_policy` answers every benchmark prompt with the policy (greedy unless
-`evaluation.temperature` > 0), asks a pairwise judge whether the answer beats the baseline
-answer, and returns eval/{benchmark}.jsonl records (TEAM.md format) plus win rate,
-length-controlled win rate (aipo_core.winrate), average length and their standard errors.
+`evaluate_policy` answers the run's fixed evaluation sample of a benchmark (aipo_core.eval_sample:
+seeded, stratified, the same prompts every iteration) with a model (greedy unless
+`evaluation.temperature` > 0), asks a pairwise judge whether each answer beats the baseline answer,
+and returns eval/{benchmark}.jsonl records plus the raw win rate, average length and their
+standard errors. The length-controlled win rate is not computed here: it needs all of a run's
+evaluations by the judge at once (aipo_core.eval_summary, docs/evaluation.md).
 
 Judges (`make_judge`, from `evaluation.judge`):
 * `pairrm`, `reward_model`, `llm_judge`: the rankers of aipo_core.ranking; each judges a pair in
-  both orders (or symmetrically), so position bias cancels.
+  both orders (or symmetrically), so position bias cancels. `llm_judge` with `model: base`
+  (default) judges with the frozen initial model, the same judge for every iteration;
+  `model: policy` with the evaluated model itself.
 * `alpaca_eval`: the official AlpacaEval annotator (`alpaca_eval.annotators.PairwiseAnnotator`,
   default config weighted_alpaca_eval_gpt4_turbo), i.e. real AlpacaEval 2.0 numbers against
   GPT-4-Turbo outputs. It calls the OpenAI API: install `alpaca-eval` yourself (it needs
@@ -15,7 +19,7 @@ Judges (`make_judge`, from `evaluation.judge`):
   OPENAI_API_KEY, which alpaca_eval reads; this module never reads the environment.
 
 Items without a baseline output (MT-Bench questions outside math/reasoning/coding have no GPT-4
-reference answer) are skipped, and the result says how many.
+reference answer) are never sampled, and the result's notes say how many there are.
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from typing import Any, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aipo_core.config import EvaluationConfig, JudgeConfig
-from aipo_core.data.benchmarks import BenchmarkItem, load_benchmark
+from aipo_core.config import BASE_JUDGE, EvaluationConfig, JudgeConfig
+from aipo_core.eval_sample import EvalSample, evaluation_sample
 from aipo_core.generation import Generator, HFGenerator
-from aipo_core.winrate import win_rates
+from aipo_core.winrate import raw_win_rate
 
 Sink = Callable[[dict], None]
 DEFAULT_ALPACA_EVAL_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
@@ -54,6 +58,10 @@ class EvalResult:
     records: list[dict[str, Any]]
     metrics: dict[str, float | int | None]
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def prompt_ids(self) -> list[str]:
+        return [str(r["id"]) for r in self.records]
 
 
 class AlpacaEvalJudge:
@@ -103,19 +111,29 @@ def make_judge(
     config: JudgeConfig,
     *,
     policy: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
+    base: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> PairwiseJudge:
-    """The judge `evaluation.judge` describes; `model: policy` judges with the evaluated policy."""
+    """The judge `evaluation.judge` describes.
+
+    `model: base` judges with `base` (the frozen initial model, loaded by the caller), `model:
+    policy` with `policy` (the evaluated model); for pairrm both mean the published PairRM.
+    """
     if config.kind == "alpaca_eval":
         return AlpacaEvalJudge(config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR)
-    from aipo_core.ranking import make_ranker
+    from aipo_core.ranking import POLICY, make_ranker
 
+    judge_model = policy
+    if config.model == BASE_JUDGE and config.kind == "llm_judge":
+        if base is None:
+            raise ValueError("evaluation.judge.model: 'base' needs the base model passed as base=")
+        judge_model = base
     return make_ranker(
         config.kind,
-        config.model,
-        policy=policy,
+        POLICY if config.model == BASE_JUDGE else config.model,
+        policy=judge_model,
         batch_size=config.batch_size,
         trust_remote_code=trust_remote_code,
         device=device,
@@ -156,42 +174,18 @@ def judge_against_baseline(
     return prefs
 
 
-def _judgeable(items: Sequence[BenchmarkItem], benchmark: str) -> tuple[list[BenchmarkItem], list[str]]:
-    """Items with a baseline output, and a note on those without."""
-    kept = [item for item in items if item.baseline_output]
-    skipped = len(items) - len(kept)
-    notes = []
-    if skipped:
-        notes.append(
-            f"{benchmark}: {skipped} of {len(items)} items have no baseline/reference output "
-            "and were not judged"
-        )
-    return kept, notes
-
-
-def eval_metrics(records: Sequence[dict[str, Any]], n_skipped: int = 0) -> dict[str, float | int | None]:
-    """Win rate, LC win rate (percent), average length (characters and tokens) of eval records."""
+def eval_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float | int | None]:
+    """Raw win rate (percent), its SE, discrete win rate, average length (characters and tokens)
+    of eval records. The LC win rate is a run-level number (aipo_core.eval_summary)."""
     judged = [r for r in records if r["preference"] is not None]
-    base: dict[str, float | int | None] = {"n_skipped": n_skipped, "n_unjudged": len(records) - len(judged)}
+    base: dict[str, float | int | None] = {"n_unjudged": len(records) - len(judged)}
     if records:
         base["avg_tokens"] = sum(r["output_tokens"] for r in records) / len(records)
     if not judged:
         return {**base, "n": 0}
-    report = win_rates(
-        [r["preference"] for r in judged],
-        [r["output_chars"] for r in judged],
-        [r["baseline_chars"] for r in judged],
-    ).to_dict()
-    keys = (
-        "win_rate",
-        "win_rate_se",
-        "lc_win_rate",
-        "lc_win_rate_se",
-        "discrete_win_rate",
-        "avg_length",
-        "n",
-    )
-    return {**base, **{k: report[k] for k in keys}}
+    raw = raw_win_rate([r["preference"] for r in judged], [r["output_chars"] for r in judged])
+    keys = ("win_rate", "win_rate_se", "discrete_win_rate", "avg_length", "n")
+    return {**base, **{k: None if raw[k] != raw[k] else raw[k] for k in keys}}
 
 
 def evaluate_policy(
@@ -201,25 +195,31 @@ def evaluate_policy(
     config: EvaluationConfig,
     *,
     judge: PairwiseJudge,
-    seed: int,
+    judge_name: str | None = None,
+    baseline_model: str | None = None,
     sink: Sink | None = None,
     generator: Generator | None = None,
+    metric_prefix: str = "",
+    sample: EvalSample | None = None,
 ) -> EvalResult:
-    """Answer the first `config.limit` prompts of `benchmark` and judge them against the baseline.
+    """Answer the run's evaluation sample of `benchmark` and judge the answers against the baseline.
 
+    The sample is `evaluation_sample(benchmark, config.limit, config.seed)` unless given; sampled
+    decoding (temperature > 0) is seeded with `config.seed` too, so evaluations are paired.
     `generator` overrides the default transformers generator (e.g. a vLLM one). Progress events
-    go to `sink`: generation is the first half of the fraction, judging the second.
+    go to `sink`: generation is the first half of the fraction, judging the second. Records name
+    the judge and the baseline model so that a file is self-describing (`aipo winrate`).
     """
+    label = f"{metric_prefix}{benchmark}"
 
     def progress(fraction: float, message: str) -> None:
         if sink is not None:
             sink({"kind": "progress", "fraction": fraction, "message": message})
 
-    loaded = load_benchmark(benchmark, config.limit)
-    items, notes = _judgeable(loaded, benchmark)
-    n_skipped = len(loaded) - len(items)
+    sample = sample or evaluation_sample(benchmark, config.limit, config.seed)
+    items = sample.items
     if not items:
-        return EvalResult(benchmark, [], eval_metrics([], n_skipped=n_skipped), notes)
+        return EvalResult(benchmark, [], eval_metrics([]), sample.notes)
     generator = generator or HFGenerator(model, tokenizer, batch_size=GENERATION_BATCH_SIZE)
     generated = generator.generate(
         [[{"role": "user", "content": item.instruction}] for item in items],
@@ -227,10 +227,8 @@ def evaluate_policy(
         temperature=config.temperature,
         top_p=1.0,
         max_new_tokens=config.max_new_tokens,
-        seed=seed,
-        on_batch=lambda done, _: progress(
-            0.5 * done / len(items), f"{benchmark}: answered {done}/{len(items)}"
-        ),
+        seed=config.seed,
+        on_batch=lambda done, _: progress(0.5 * done / len(items), f"{label}: answered {done}/{len(items)}"),
     )
     outputs = [texts[0] for texts in generated.texts]
     prefs = judge_against_baseline(
@@ -239,12 +237,13 @@ def evaluate_policy(
         outputs,
         [item.baseline_output or "" for item in items],
         on_progress=lambda done: progress(
-            0.5 + 0.5 * done / len(items), f"{benchmark}: judged {done}/{len(items)}"
+            0.5 + 0.5 * done / len(items), f"{label}: judged {done}/{len(items)}"
         ),
     )
     records = [
         {
             "id": item.id,
+            "category": item.category,
             "instruction": item.instruction,
             "output": output,
             "baseline_output": item.baseline_output,
@@ -252,11 +251,13 @@ def evaluate_policy(
             "output_chars": len(output),
             "baseline_chars": len(item.baseline_output or ""),
             "output_tokens": lengths[0],
+            "judge": judge_name,
+            "baseline_model": baseline_model,
         }
         for item, output, pref, lengths in zip(items, outputs, prefs, generated.lengths, strict=True)
     ]
-    metrics = eval_metrics(records, n_skipped=n_skipped)
+    metrics = eval_metrics(records)
     if sink is not None:
-        values = {f"eval/{benchmark}/{k}": v for k, v in metrics.items() if v is not None}
+        values = {f"eval/{label}/{k}": v for k, v in metrics.items() if v is not None}
         sink({"kind": "metric", "step": 0, "values": values})
-    return EvalResult(benchmark, records, metrics, notes)
+    return EvalResult(benchmark, records, metrics, sample.notes)

@@ -9,7 +9,9 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
     train         → policy/                θ_{k+1} trained on the pairs, reference θ_k
     evaluate      → eval/{benchmark}.jsonl θ_{k+1} against the benchmark baseline, + analysis.json
                                            and pair_diagnostics.jsonl (the objective's rewards and
-                                           gradient weights of every pair under θ_{k+1})
+                                           gradient weights of every pair under θ_{k+1});
+                    iteration 0 also evaluates θ_0 (eval/base/{benchmark}.jsonl) with the same
+                    judge and prompts, so every curve starts at the base model
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
@@ -23,10 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aipo_core import artifacts
-from aipo_core.config import RunConfig
+from aipo_core.config import BASE_JUDGE, RunConfig
+
+if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when they run
+    from aipo_core.eval_sample import EvalSample
+    from aipo_core.evaluation import PairwiseJudge
 
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
@@ -276,26 +282,93 @@ def _analyze(ctx: StageContext, model, tokenizer) -> dict[str, Any]:
     return _analysis_summary(analysis)
 
 
-def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
-    from aipo_core.evaluation import evaluate_policy, make_judge
+def _needs_base_model(ctx: StageContext) -> bool:
+    """θ_0 is loaded to evaluate it (iteration 0) or to judge with it (`judge.model: base`)."""
+    judge = ctx.config.evaluation.judge
+    return ctx.iteration == 0 or (judge.kind == "llm_judge" and judge.model == BASE_JUDGE)
 
+
+def _scaled_sink(ctx: StageContext, start: float, width: float) -> Sink:
+    """A sink that maps a sub-task's progress fractions onto [start, start + width] of the stage."""
+
+    def sink(event: dict[str, Any]) -> None:
+        if event.get("kind") == "progress":
+            event = {**event, "fraction": start + width * float(event.get("fraction", 0.0))}
+        ctx.emit(event)
+
+    return sink
+
+
+def _evaluate(
+    ctx: StageContext,
+    evaluated: str,
+    model_and_tokenizer: tuple[Any, Any],
+    policy_index: int,
+    judge: PairwiseJudge,
+    sample: EvalSample,
+    *,
+    step: int,
+    steps: int,
+) -> dict[str, Any]:
+    """Raw metrics of one model on one benchmark sample; writes eval/…/{benchmark}.jsonl.
+
+    A retried stage keeps the evaluations it already finished (each file is written atomically).
+    """
+    from aipo_core.eval_summary import BASE_EVALUATION, BENCHMARK_BASELINES, evaluation_path, judge_info
+    from aipo_core.evaluation import eval_metrics, evaluate_policy
+
+    path = evaluation_path(ctx.dir, evaluated, sample.benchmark)
+    if path.is_file():
+        return eval_metrics(artifacts.read_jsonl(path))
+    ctx.progress(0.9 * step / steps, f"evaluating θ_{policy_index} on {sample.benchmark}")
+    result = evaluate_policy(
+        *model_and_tokenizer,
+        sample.benchmark,
+        ctx.config.evaluation,
+        judge=judge,
+        judge_name=judge_info(ctx.config).name(policy_index),
+        baseline_model=BENCHMARK_BASELINES.get(sample.benchmark),
+        sink=_scaled_sink(ctx, 0.9 * step / steps, 0.9 / steps),
+        metric_prefix=f"{BASE_EVALUATION}/" if evaluated == BASE_EVALUATION else "",
+        sample=sample,
+    )
+    artifacts.write_jsonl_atomic(path, result.records)
+    return result.metrics
+
+
+def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
+    from aipo_core.eval_sample import evaluation_sample
+    from aipo_core.eval_summary import BASE_EVALUATION, POLICY_EVALUATION, judge_info
+    from aipo_core.evaluation import make_judge
+
+    evaluation = ctx.config.evaluation
     model, tokenizer = _load_policy(ctx, str(ctx.policy_out()))
-    judge = make_judge(ctx.config.evaluation.judge, policy=(model, tokenizer))
-    summary: dict[str, Any] = {}
-    benchmarks = ctx.config.evaluation.benchmarks
-    for i, benchmark in enumerate(benchmarks):
-        ctx.progress(i / len(benchmarks), f"evaluating {benchmark}")
-        result = evaluate_policy(
-            model,
-            tokenizer,
-            benchmark,
-            ctx.config.evaluation,
-            judge=judge,
-            seed=ctx.config.seed,
-            sink=ctx.sink,
-        )
-        artifacts.write_jsonl_atomic(ctx.dir / "eval" / f"{benchmark}.jsonl", result.records)
-        summary |= {f"{benchmark}/{k}": v for k, v in result.metrics.items()}
+    base = _load_policy(ctx, ctx.config.model) if _needs_base_model(ctx) else None
+    samples = [evaluation_sample(b, evaluation.limit, evaluation.seed) for b in evaluation.benchmarks]
+    artifacts.write_json_atomic(
+        ctx.dir / "eval" / "sample.json", {sample.benchmark: sample.describe() for sample in samples}
+    )
+    # (evaluated, model, j of θ_j): θ_0 first in iteration 0, then the policy this iteration trained.
+    subjects = [(POLICY_EVALUATION, (model, tokenizer), ctx.iteration + 1)]
+    if ctx.iteration == 0:
+        assert base is not None
+        subjects.insert(0, (BASE_EVALUATION, base, 0))
+    summary: dict[str, Any] = {"judge": judge_info(ctx.config).label}
+    for s, (evaluated, evaluated_model, policy_index) in enumerate(subjects):
+        judge = make_judge(evaluation.judge, policy=evaluated_model, base=base)
+        prefix = f"{BASE_EVALUATION}/" if evaluated == BASE_EVALUATION else ""
+        for b, sample in enumerate(samples):
+            metrics = _evaluate(
+                ctx,
+                evaluated,
+                evaluated_model,
+                policy_index,
+                judge,
+                sample,
+                step=s * len(samples) + b,
+                steps=len(subjects) * len(samples),
+            )
+            summary |= {f"{prefix}{sample.benchmark}/{k}": v for k, v in metrics.items()}
     ctx.progress(0.9, "pair analysis")
     summary["pair_analysis"] = _analyze(ctx, model, tokenizer)
     return summary

@@ -42,7 +42,8 @@ EXAMPLE_CONFIG: dict[str, Any] = {
     "evaluation": {
         "benchmarks": ["alpaca_eval"],
         "limit": 32,
-        "judge": {"kind": "llm_judge", "model": "policy"},
+        "seed": 0,
+        "judge": {"kind": "llm_judge", "model": "base"},
     },
 }
 EXAMPLE_TIME = "2025-01-01T12:00:00Z"
@@ -254,6 +255,83 @@ class PairStatsPublic(BaseModel):
     mean_rejected_length: float | None
 
 
+class EvaluationPublic(BaseModel):
+    """One model judged against a benchmark's baseline, raw and length-controlled (docs/evaluation.md).
+
+    Every rate is a percentage with its standard error. `lc_win_rate` is null when the judgements
+    cannot support one, and `lc_unavailable_reason` says why. LC is computed when read, over all of
+    the run's evaluations by the same judge on the same benchmark (one shared length slope).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "benchmark": "alpaca_eval",
+                    "evaluated": "policy",
+                    "iteration": 0,
+                    "policy_index": 1,
+                    "judge": "llm_judge:smollm2-135m-instruct",
+                    "judge_label": "base model θ_0 (smollm2-135m-instruct), fixed",
+                    "self_judged": False,
+                    "baseline_model": "gpt4_1106_preview",
+                    "prompt_ids": ["63", "77", "81"],
+                    "n": 32,
+                    "n_unjudged": 0,
+                    "win_rate": 31.2,
+                    "win_rate_se": 7.1,
+                    "lc_win_rate": None,
+                    "lc_win_rate_se": None,
+                    "lc_unavailable_reason": "too few judgements to estimate this judge's length slope "
+                    "(32 < 50)",
+                    "slope_source": "estimated",
+                    "length_slope": None,
+                    "length_slope_se": None,
+                    "lc_pooled_n": 32,
+                    "lc_pooled_evaluations": 1,
+                    "discrete_win_rate": 31.2,
+                    "avg_length": 410.5,
+                    "avg_tokens": 96.0,
+                }
+            ]
+        }
+    )
+    benchmark: str
+    evaluated: Literal["base", "policy"] = Field(
+        description="'base' = θ_0, the initial model before any training; "
+        "'policy' = θ_{k+1}, trained in iteration k."
+    )
+    iteration: int | None = Field(description="The iteration that trained the evaluated policy; θ_0: null.")
+    policy_index: int = Field(description="j of the evaluated θ_j (0 = base model): the x-axis of a curve.")
+    judge: str = Field(description="Who judged: llm_judge:smollm2-135m-instruct, llm_judge:policy θ_2, …")
+    judge_label: str = Field(description="For display, e.g. 'self-judged (changes every iteration)'.")
+    self_judged: bool = Field(description="The evaluated policy judged itself (a different judge each time).")
+    baseline_model: str | None = Field(description="Whose answers the model is compared with.")
+    prompt_ids: list[str] = Field(description="The benchmark prompts evaluated (the run's fixed sample).")
+    n: int = Field(description="Judged prompts.")
+    n_unjudged: int = 0
+    win_rate: float | None = None
+    win_rate_se: float | None = None
+    lc_win_rate: float | None = None
+    lc_win_rate_se: float | None = None
+    lc_unavailable_reason: str | None = None
+    slope_source: Literal["prior", "estimated", "not_needed"] | None = Field(
+        None,
+        description="prior: AlpacaEval's published slope (its GPT-4-Turbo annotator only); estimated: from "
+        "this judge's judgements pooled over the run; not_needed: no length difference.",
+    )
+    length_slope: float | None = None
+    length_slope_se: float | None = None
+    lc_pooled_n: int | None = Field(None, description="Judgements the length slope was estimated from.")
+    lc_pooled_evaluations: int | None = None
+    discrete_win_rate: float | None = None
+    n_wins: int | None = None
+    n_wins_base: int | None = None
+    n_draws: int | None = None
+    avg_length: float | None = Field(None, description="Mean output length in characters.")
+    avg_tokens: float | None = None
+
+
 class IterationPublic(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -281,13 +359,37 @@ class IterationPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     stages: dict[str, StageStatus]
-    eval_metrics: dict[str, float | None]
+    eval_metrics: dict[str, float | None] = Field(
+        description="Flat evaluate-stage metrics of θ_{k+1} ('alpaca_eval/win_rate', …; LC recomputed "
+        "over the whole run, null when unavailable). `evaluations` has them with their context."
+    )
     pair_stats: PairStatsPublic | None
+    evaluations: dict[str, EvaluationPublic] = Field(
+        default_factory=dict, description="θ_{k+1}, the policy this iteration trained, per benchmark."
+    )
 
 
 class IterationList(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": []}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [],
+                    "base_evaluations": {},
+                    "judge_label": "base model θ_0 (smollm2-135m-instruct), fixed",
+                    "self_judged": False,
+                }
+            ]
+        }
+    )
     items: list[IterationPublic]
+    base_evaluations: dict[str, EvaluationPublic] = Field(
+        default_factory=dict,
+        description="θ_0, the base model before any training, per benchmark: where every curve starts. "
+        "Evaluated by iteration 0's evaluate stage with the same judge and prompts.",
+    )
+    judge_label: str | None = Field(None, description="The run's evaluation judge, for display.")
+    self_judged: bool | None = Field(None, description="True when the policy judges itself (not comparable).")
 
 
 class MetricPointCreate(BaseModel):
@@ -459,6 +561,7 @@ class EvalSamplePublic(BaseModel):
                     "id": 1,
                     "iteration": 0,
                     "benchmark": "alpaca_eval",
+                    "evaluated": "policy",
                     "idx": 0,
                     "uid": "0",
                     "instruction": "What are the names of some famous actors?",
@@ -476,6 +579,9 @@ class EvalSamplePublic(BaseModel):
     id: int
     iteration: int
     benchmark: str
+    evaluated: Literal["base", "policy"] = Field(
+        "policy", description="'base' = θ_0's answer (stored with iteration 0), 'policy' = θ_{k+1}'s."
+    )
     idx: int
     uid: str | None
     instruction: str

@@ -26,7 +26,7 @@ PATH_FIELDS: tuple[tuple[Loc, frozenset[str]], ...] = (
     (("prompt_pool",), frozenset()),
     (("initial_pairs",), frozenset()),
     (("ranker", "model"), frozenset({"policy"})),
-    (("evaluation", "judge", "model"), frozenset({"policy"})),
+    (("evaluation", "judge", "model"), frozenset({"base", "policy"})),
 )
 PATH_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".parquet", ".gguf", ".safetensors", ".bin", ".pt")
 

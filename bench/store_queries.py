@@ -1,13 +1,16 @@
 """Benchmark: is a 15-iteration × 20,000-pair run browsable on PostgreSQL?
 
-Seeds one run with ITERATIONS × PAIRS pairs (synthetic texts with a realistic vocabulary) and a
-metric history, then times the API requests the dashboard makes (in-process ASGI, so the
-figures include validation, SQL and JSON serialisation): paginated pair pages with filters,
-deep keyset pages, text search, counts, and downsampled metric history. Reports p50/p95.
+Seeds one run with ITERATIONS × PAIRS pairs (synthetic texts with a realistic vocabulary), a
+metric history and EVAL_SAMPLES judged answers per evaluation (θ_0 and every iteration's policy),
+then times the API requests the dashboard makes (in-process ASGI, so the figures include
+validation, SQL and JSON serialisation): paginated pair pages with filters, deep keyset pages,
+text search, counts, downsampled metric history, and the iterations summary (which length-controls
+every stored evaluation at read time, docs/evaluation.md). Reports p50/p95.
 
     .venv/bin/python bench/store_queries.py            # temporary database on the local server
     .venv/bin/python bench/store_queries.py --iterations 2 --pairs 2000 --repeats 5   # quick
     .venv/bin/python bench/store_queries.py --pairs 0 --only "metric history"   # metrics only
+    .venv/bin/python bench/store_queries.py --pairs 0 --steps 1 --only "iterations"   # eval summary
 
 Target: every query p95 ≤ 300 ms. Not a timed test.
 """
@@ -16,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -33,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aipo_core.config import RunConfig  # noqa: E402
 from backend.app import create_app  # noqa: E402
 from backend.db import dispose_engines, get_sessionmaker  # noqa: E402
+from backend.evaluations import _cache as evaluations_cache  # noqa: E402
 from backend.migrate import upgrade  # noqa: E402
 from backend.settings import Settings  # noqa: E402
-from backend.store import metrics, pairs, runs  # noqa: E402
+from backend.store import eval_samples, metrics, pairs, runs  # noqa: E402
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RARE_WORD = "zanzibarite"
@@ -80,6 +86,43 @@ def pair_records(rng: random.Random, words: list[str], n: int) -> list[dict]:
     return records
 
 
+def eval_records(rng: random.Random, n: int, strength: float) -> list[dict]:
+    """n judged answers against AlpacaEval-like baselines; the judge prefers longer answers."""
+    records = []
+    for i in range(n):
+        baseline_chars = rng.randint(300, 4000)
+        output_chars = int(baseline_chars * rng.lognormvariate(-0.3, 0.5))
+        length = math.tanh((output_chars - baseline_chars) / 1500)
+        p_win = 1 / (1 + math.exp(-(strength + 1.5 * length)))
+        records.append(
+            {
+                "id": str(i),
+                "instruction": f"instruction {i}",
+                "output": "o",
+                "baseline_output": "b",
+                "preference": 1.0 + p_win,
+                "output_chars": output_chars,
+                "baseline_chars": baseline_chars,
+                "output_tokens": output_chars // 4,
+            }
+        )
+    return records
+
+
+def seed_evaluations(url: str, run_id: int, iterations: int, n: int) -> None:
+    """θ_0 (iteration 0, evaluated="base") and θ_1 … θ_K, n prompts each, as the worker stores them."""
+    rng = random.Random(1)
+    with get_sessionmaker(url)() as session:
+        eval_samples.replace_eval_samples(
+            session, run_id, 0, "alpaca_eval", eval_records(rng, n, -1.0), evaluated="base"
+        )
+        for k in range(iterations):
+            eval_samples.replace_eval_samples(
+                session, run_id, k, "alpaca_eval", eval_records(rng, n, -1.0 + 0.1 * k)
+            )
+        session.commit()
+
+
 def seed(url: str, iterations: int, n_pairs: int, steps: int) -> int:
     rng = random.Random(0)
     words = vocabulary(rng)
@@ -121,9 +164,12 @@ def seed(url: str, iterations: int, n_pairs: int, steps: int) -> int:
     return run_id
 
 
-def timed(client: TestClient, url: str, params: dict, repeats: int) -> tuple[float, float, dict]:
+def timed(
+    client: TestClient, url: str, params: dict, repeats: int, before: Callable[[], None] = lambda: None
+) -> tuple[float, float, dict]:
     samples, body = [], {}
     for _ in range(repeats):
+        before()
         t0 = time.perf_counter()
         response = client.get(url, params=params)
         samples.append((time.perf_counter() - t0) * 1000)
@@ -154,6 +200,7 @@ def queries(run_id: int, iterations: int, n_pairs: int) -> list[tuple[str, str, 
         ("metric history: 1 key, 1 iteration", f"{base}/metrics", {"key": "loss", "iteration": last}),
         ("metric history: all 5 keys, 200 points", f"{base}/metrics", {"points": 200}),
         ("iterations summary", f"{base}/iterations", {}),
+        ("iterations summary, cold (LC refitted)", f"{base}/iterations", {}),
     ]  # fmt: skip
 
 
@@ -165,6 +212,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--steps", type=int, default=2_000, help="train steps per iteration per metric key")
+    parser.add_argument(
+        "--eval-samples", type=int, default=805, help="judged prompts per evaluation (θ_0 and each iteration)"
+    )
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument(
         "--only", help="time only the queries whose label starts with this, e.g. 'metric history'"
@@ -181,6 +231,7 @@ def main() -> None:
         upgrade(url)
         print(f"seeding {args.iterations} × {args.pairs} pairs into {name} …", flush=True)
         run_id = seed(url, args.iterations, args.pairs, args.steps)
+        seed_evaluations(url, run_id, args.iterations, args.eval_samples)
         with tempfile.TemporaryDirectory() as home:
             settings = Settings(home=Path(home), database_url=url, api_token=TOKEN)
             with TestClient(create_app(settings), headers={"Authorization": f"Bearer {TOKEN}"}) as client:
@@ -190,7 +241,9 @@ def main() -> None:
                     if args.only and not label.startswith(args.only):
                         continue
                     client.get(path, params=params)  # warm the plan and the cache
-                    p50, p95, body = timed(client, path, params, args.repeats)
+                    # "cold": the first read after an evaluation was stored (no cached summary)
+                    before = evaluations_cache.clear if label.endswith("(LC refitted)") else lambda: None
+                    p50, p95, body = timed(client, path, params, args.repeats, before)
                     rows = len(body.get("items", body.get("series", [])))
                     results.append(
                         {"query": label, "p50_ms": round(p50, 1), "p95_ms": round(p95, 1), "rows": rows}

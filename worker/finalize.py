@@ -84,17 +84,22 @@ def load_stage_outputs(session: Session, claimed: ClaimedStage, stage_dir: Path)
             records = read_jsonl(diagnostics)
             count = attach_pair_diagnostics(session, claimed.run_id, claimed.iteration, records)
             log.info("run %d iteration %d: %d pair diagnostics", claimed.run_id, claimed.iteration, count)
-        for path in sorted((stage_dir / STAGE_ARTIFACTS["evaluate"]).glob("*.jsonl")):
-            count = replace_eval_samples(
-                session, claimed.run_id, claimed.iteration, path.stem, read_jsonl(path)
-            )
-            log.info(
-                "run %d iteration %d: stored %d %s samples",
-                claimed.run_id,
-                claimed.iteration,
-                count,
-                path.stem,
-            )
+        folder = stage_dir / STAGE_ARTIFACTS["evaluate"]
+        # eval/{benchmark}.jsonl: θ_{k+1}; eval/base/{benchmark}.jsonl: θ_0 (iteration 0 only).
+        for evaluated, pattern in (("policy", "*.jsonl"), ("base", "base/*.jsonl")):
+            for path in sorted(folder.glob(pattern)):
+                records = read_jsonl(path)
+                count = replace_eval_samples(
+                    session, claimed.run_id, claimed.iteration, path.stem, records, evaluated=evaluated
+                )
+                log.info(
+                    "run %d iteration %d: stored %d %s samples of the %s model",
+                    claimed.run_id,
+                    claimed.iteration,
+                    count,
+                    path.stem,
+                    evaluated,
+                )
 
 
 def record_success(

@@ -13,7 +13,7 @@ from backend.deps import SessionDep, SettingsDep, require_token
 from backend.export import jsonl_chunks, parquet_chunks
 from backend.schemas import MAX_INT32, EvalSamplePage, EvalSamplePublic, PairPage, PairPublic, SafeStr
 from backend.store.eval_samples import EvalCursor, query_eval_samples
-from backend.store.models import Pair
+from backend.store.models import EVALUATED, Pair
 from backend.store.pairs import Agreement, iter_pair_records, query_pairs
 
 router = APIRouter(prefix="/runs", tags=["pairs"], dependencies=[Depends(require_token)], responses=ERRORS)
@@ -160,11 +160,12 @@ def _eval_cursor(cursor: str | None) -> EvalCursor | None:
     if cursor is None:
         return None
     try:
-        iteration, benchmark, idx = cursor.split(":")
-        parsed = (int(iteration), benchmark, int(idx))
+        iteration, benchmark, evaluated, idx = cursor.split(":")
+        parsed = (int(iteration), benchmark, evaluated, int(idx))
     except ValueError:
-        raise bad_cursor("expected 'iteration:benchmark:idx' as returned in next_cursor") from None
-    if not (0 <= parsed[0] <= MAX_INT32 and 0 <= parsed[2] <= MAX_INT32) or "\x00" in benchmark:
+        raise bad_cursor("expected 'iteration:benchmark:evaluated:idx' as returned in next_cursor") from None
+    in_range = 0 <= parsed[0] <= MAX_INT32 and 0 <= parsed[3] <= MAX_INT32
+    if not in_range or "\x00" in benchmark or evaluated not in EVALUATED:
         raise bad_cursor("cursor out of range")
     return parsed
 
@@ -175,13 +176,24 @@ def list_eval_samples(
     session: SessionDep,
     iteration: IterationQ = None,
     benchmark: Annotated[SafeStr | None, Query(max_length=64)] = None,
+    evaluated: Annotated[
+        Literal["base", "policy"] | None,
+        Query(description="'base' = θ_0 (evaluated in iteration 0), 'policy' = the iteration's θ_{k+1}."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=120)] = None,
 ) -> EvalSamplePage:
-    """Model output vs baseline output with the judge's preference, in (iteration, benchmark, idx) order."""
+    """Model output vs baseline output with the judge's preference, in (iteration, benchmark,
+    evaluated, idx) order: θ_0's answers come before iteration 0's policy answers."""
     load_run(session, run_id)
     samples, next_cursor, total = query_eval_samples(
-        session, run_id, iteration=iteration, benchmark=benchmark, limit=limit, cursor=_eval_cursor(cursor)
+        session,
+        run_id,
+        iteration=iteration,
+        benchmark=benchmark,
+        evaluated=evaluated,
+        limit=limit,
+        cursor=_eval_cursor(cursor),
     )
     return EvalSamplePage(
         items=[EvalSamplePublic.model_validate(s) for s in samples],

@@ -8,9 +8,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 
+from aipo_core.eval_summary import BASE_EVALUATION, judge_info
 from backend.api.common import ERRORS, RunId, load_run, not_found
 from backend.deps import SessionDep, SettingsDep, require_token
-from backend.schemas import MAX_INT32, IterationList, IterationPublic, PairStatsPublic, StageList, StagePublic
+from backend.evaluations import run_evaluation_summaries
+from backend.schemas import (
+    MAX_INT32,
+    EvaluationPublic,
+    IterationList,
+    IterationPublic,
+    PairStatsPublic,
+    StageList,
+    StagePublic,
+)
 from backend.store.metrics import eval_metrics_by_iteration
 from backend.store.models import Stage
 from backend.store.pairs import pair_stats_by_iteration
@@ -30,17 +40,48 @@ def iteration_status(statuses: list[str]) -> str:
     return "running" if any(s in ("succeeded", "skipped") for s in statuses) else "pending"
 
 
+def _policy_metrics(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """The evaluate stage's flat metrics of θ_{k+1} only (θ_0's 'base/…' keys are served apart)."""
+    return {k: v for k, v in metrics.items() if BASE_EVALUATION not in k.split("/")}
+
+
+def _with_run_level_lc(metrics: dict[str, float | None], evaluations: dict[str, EvaluationPublic]):
+    """Flat metrics with the win rates of `evaluations` (LC recomputed over the run) written over."""
+    merged = dict(metrics)
+    for benchmark, ev in evaluations.items():
+        for key in ("win_rate", "win_rate_se", "lc_win_rate", "lc_win_rate_se", "avg_length"):
+            merged[f"{benchmark}/{key}"] = getattr(ev, key)
+    return merged
+
+
 @router.get("/{run_id}/iterations", response_model=IterationList, summary="Iterations with eval metrics")
 def list_iterations(run_id: RunId, session: SessionDep) -> IterationList:
-    """Per iteration: status, stage statuses, evaluate-stage metrics, and pair statistics."""
+    """Per iteration: status, stage statuses, the evaluation of the policy it trained (θ_{k+1}),
+    and pair statistics; plus θ_0's evaluation (`base_evaluations`), where every curve starts.
+
+    Raw and length-controlled win rates come with their SEs and the judge; LC is computed now
+    from every stored evaluation of the run (docs/evaluation.md), null with a reason when the
+    judgements cannot support it.
+    """
     run = load_run(session, run_id)
+    config = run.run_config()
     stages = list_stages(session, run_id)
     evals = eval_metrics_by_iteration(session, run_id)
     pair_stats = pair_stats_by_iteration(session, run_id)
+    summaries = run_evaluation_summaries(session, run)
+    base: dict[str, EvaluationPublic] = {}
+    by_iteration: dict[int, dict[str, EvaluationPublic]] = {}
+    for summary in summaries:
+        public = EvaluationPublic.model_validate(summary.to_dict())
+        if summary.iteration is None:
+            base[summary.benchmark] = public
+        else:
+            by_iteration.setdefault(summary.iteration, {})[summary.benchmark] = public
     items = []
     for it in run.iterations:
         own = [s for s in stages if s.iteration == it.index]
         stats = pair_stats.get(it.index)
+        evaluations = by_iteration.get(it.index, {})
         items.append(
             IterationPublic(
                 index=it.index,
@@ -48,11 +89,15 @@ def list_iterations(run_id: RunId, session: SessionDep) -> IterationList:
                 started_at=it.started_at,
                 finished_at=it.finished_at,
                 stages={s.name: s.status for s in own},  # type: ignore[misc]
-                eval_metrics=evals.get(it.index, {}),
+                eval_metrics=_with_run_level_lc(_policy_metrics(evals.get(it.index, {})), evaluations),
                 pair_stats=PairStatsPublic(**stats) if stats else None,  # type: ignore[arg-type]
+                evaluations=evaluations,
             )
         )
-    return IterationList(items=items)
+    judge = judge_info(config)
+    return IterationList(
+        items=items, base_evaluations=base, judge_label=judge.label, self_judged=judge.self_judged
+    )
 
 
 @router.get("/{run_id}/stages", response_model=StageList, summary="Stages with live progress")

@@ -1,7 +1,8 @@
 """Evaluation samples (model output vs baseline output with the judge's preference).
 
-Rows mirror `eval/{benchmark}.jsonl` records (TEAM.md); preference follows AlpacaEval:
-2 = model output preferred, 1 = baseline preferred, 1.5 = tie.
+Rows mirror `eval/{benchmark}.jsonl` records (and `eval/base/{benchmark}.jsonl`, θ_0's answers,
+stored with evaluated = "base"); preference follows AlpacaEval: 2 = model output preferred,
+1 = baseline preferred, 1.5 = tie.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from aipo_core.eval_summary import Evaluation
 from backend.store.models import EvalSample
 from backend.store.records import batches, finite_or_none, int_or_none, split_extra
 
@@ -22,7 +24,7 @@ KNOWN_KEYS = {
 
 
 def eval_sample_row(
-    run_id: int, iteration: int, benchmark: str, idx: int, record: dict[str, Any]
+    run_id: int, iteration: int, benchmark: str, idx: int, record: dict[str, Any], evaluated: str = "policy"
 ) -> dict[str, Any]:
     """One eval record as an `eval_samples` row; ValueError names the record and field."""
     for field in ("instruction", "output"):
@@ -34,6 +36,7 @@ def eval_sample_row(
         "run_id": run_id,
         "iteration": iteration,
         "benchmark": benchmark,
+        "evaluated": evaluated,
         "idx": idx,
         "uid": None if uid is None else str(uid),
         "instruction": record["instruction"],
@@ -48,15 +51,24 @@ def eval_sample_row(
 
 
 def replace_eval_samples(
-    session: Session, run_id: int, iteration: int, benchmark: str, records: Iterable[dict[str, Any]]
+    session: Session,
+    run_id: int,
+    iteration: int,
+    benchmark: str,
+    records: Iterable[dict[str, Any]],
+    *,
+    evaluated: str = "policy",
 ) -> int:
-    """Make the stored samples of (run, iteration, benchmark) exactly `records` (flushes only)."""
+    """Make the stored samples of (run, iteration, benchmark, evaluated) exactly `records` (flushes only)."""
     session.execute(
         delete(EvalSample).where(
-            EvalSample.run_id == run_id, EvalSample.iteration == iteration, EvalSample.benchmark == benchmark
+            EvalSample.run_id == run_id,
+            EvalSample.iteration == iteration,
+            EvalSample.benchmark == benchmark,
+            EvalSample.evaluated == evaluated,
         )
     )
-    rows = (eval_sample_row(run_id, iteration, benchmark, i, r) for i, r in enumerate(records))
+    rows = (eval_sample_row(run_id, iteration, benchmark, i, r, evaluated) for i, r in enumerate(records))
     count = 0
     for batch in batches(rows):
         session.execute(insert(EvalSample.__table__), batch)
@@ -64,7 +76,7 @@ def replace_eval_samples(
     return count
 
 
-EvalCursor = tuple[int, str, int]
+EvalCursor = tuple[int, str, str, int]
 
 
 def query_eval_samples(
@@ -73,23 +85,58 @@ def query_eval_samples(
     *,
     iteration: int | None = None,
     benchmark: str | None = None,
+    evaluated: str | None = None,
     limit: int = 50,
     cursor: EvalCursor | None = None,
 ) -> tuple[list[EvalSample], EvalCursor | None, int]:
-    """One keyset page in (iteration, benchmark, idx) order: (samples, next cursor, total)."""
+    """One keyset page in (iteration, benchmark, evaluated, idx) order: θ_0's answers ("base")
+    come before iteration 0's policy answers. Returns (samples, next cursor, total)."""
     conditions = [EvalSample.run_id == run_id]
     if iteration is not None:
         conditions.append(EvalSample.iteration == iteration)
     if benchmark is not None:
         conditions.append(EvalSample.benchmark == benchmark)
+    if evaluated is not None:
+        conditions.append(EvalSample.evaluated == evaluated)
+    order = (EvalSample.iteration, EvalSample.benchmark, EvalSample.evaluated, EvalSample.idx)
     query = select(EvalSample).where(*conditions)
     if cursor is not None:
-        query = query.where(
-            tuple_(EvalSample.iteration, EvalSample.benchmark, EvalSample.idx) > tuple_(*cursor)
-        )
-    order = (EvalSample.iteration, EvalSample.benchmark, EvalSample.idx)
+        query = query.where(tuple_(*order) > tuple_(*cursor))
     rows = list(session.scalars(query.order_by(*order).limit(limit + 1)).all())
     last = rows[limit - 1] if len(rows) > limit else None
-    next_cursor = (last.iteration, last.benchmark, last.idx) if last is not None else None
+    next_cursor = (last.iteration, last.benchmark, last.evaluated, last.idx) if last is not None else None
     total = session.scalar(select(func.count()).select_from(EvalSample).where(*conditions)) or 0
     return rows[:limit], next_cursor, total
+
+
+def run_evaluations(session: Session, run_id: int) -> list[Evaluation]:
+    """Every stored evaluation of a run, as columns of the fields the win-rate summary reads.
+
+    Rows go straight into per-evaluation columns (no object per judgement), so a 12,880-row
+    read leaves little behind for the garbage collector.
+    """
+    query = (
+        select(
+            EvalSample.evaluated,
+            EvalSample.iteration,
+            EvalSample.benchmark,
+            EvalSample.uid,
+            EvalSample.preference,
+            EvalSample.output_chars,
+            EvalSample.baseline_chars,
+            EvalSample.output_tokens,
+        )
+        .where(EvalSample.run_id == run_id)
+        .order_by(EvalSample.iteration, EvalSample.benchmark, EvalSample.evaluated, EvalSample.idx)
+    )
+    columns: dict[tuple[str, int, str], tuple[list, list, list, list, list]] = {}
+    for evaluated, iteration, benchmark, *values in session.execute(query).tuples():
+        group = columns.get((evaluated, iteration, benchmark))
+        if group is None:
+            group = columns[(evaluated, iteration, benchmark)] = ([], [], [], [], [])
+        for column, value in zip(group, values, strict=True):
+            column.append(value)
+    return [
+        Evaluation(benchmark, evaluated, iteration, [str(u) for u in uids], *rest)
+        for (evaluated, iteration, benchmark), (uids, *rest) in columns.items()
+    ]

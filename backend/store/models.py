@@ -28,6 +28,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 RUN_STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+#: Which model an eval sample evaluates (aipo_core.eval_summary.EVALUATED).
+EVALUATED: tuple[str, ...] = ("base", "policy")
 RUN_ACTIVE: tuple[str, ...] = ("queued", "running")
 RUN_FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 STAGE_STATUSES: tuple[str, ...] = (
@@ -243,13 +245,20 @@ class Pair(Base):
 
 
 class EvalSample(Base):
+    """One judged answer. `evaluated` says which model answered: "policy" = θ_{k+1}, trained in
+    iteration k; "base" = θ_0, evaluated once by iteration 0's evaluate stage (docs/evaluation.md)."""
+
     __tablename__ = "eval_samples"
-    __table_args__ = (UniqueConstraint("run_id", "iteration", "benchmark", "idx"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "iteration", "benchmark", "evaluated", "idx"),
+        CheckConstraint(f"evaluated IN ({_in(EVALUATED)})", name="evaluated"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     iteration: Mapped[int] = mapped_column(Integer)
     benchmark: Mapped[str] = mapped_column(String(64))
+    evaluated: Mapped[str] = mapped_column(String(8), default="policy", server_default="policy")
     idx: Mapped[int] = mapped_column(Integer)
     uid: Mapped[str | None] = mapped_column(String(200))
     instruction: Mapped[str] = mapped_column(Text)

@@ -1,37 +1,54 @@
 """The `aipo` verbs that need no services: winrate (contract of DESIGN.md §3) and validate."""
 
-import csv
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from aipo_cli.main import app
+from tests.data.alpaca_eval.published import MODELS, leaderboard, write_alpaca_eval_annotations
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "benchmarks" / "alpaca_eval"
 runner = CliRunner()
 
 
-def published() -> dict[str, dict[str, str]]:
-    with open(SHARED / "leaderboard_subset.csv", newline="") as fh:
-        return {row["model"]: row for row in csv.DictReader(fh)}
-
-
-@pytest.mark.parametrize(
-    "model", ["gpt-3.5-turbo-1106", "gpt-3.5-turbo-1106_concise", "gpt-3.5-turbo-1106_verbose"]
-)
-def test_winrate_prints_one_json_object_matching_the_leaderboard(model):
-    result = runner.invoke(
-        app, ["winrate", str(SHARED / "annotations" / f"{model}.json"), "--format", "alpaca_eval"]
-    )
+@pytest.mark.parametrize("model", MODELS)
+def test_winrate_prints_one_json_object_matching_the_leaderboard(model, tmp_path):
+    path = write_alpaca_eval_annotations(model, tmp_path / f"{model}.json")
+    result = runner.invoke(app, ["winrate", str(path), "--format", "alpaca_eval"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    row = published()[model]
+    row = leaderboard()[model]
     assert report["n"] == 805
-    assert report["win_rate"] == pytest.approx(float(row["win_rate"]), abs=0.01)
-    assert report["lc_win_rate"] == pytest.approx(float(row["length_controlled_winrate"]), abs=5.0)
+    assert report["win_rate"] == pytest.approx(float(row["win_rate"]), abs=1e-9)
+    assert report["win_rate_se"] == pytest.approx(float(row["standard_error"]), abs=1e-9)
     assert report["avg_length"] == pytest.approx(float(row["avg_length"]), abs=1.0)
+    assert report["judge"] == "alpaca_eval:weighted_alpaca_eval_gpt4_turbo"
+    assert report["slope_source"] == "prior" and report["lc_unavailable_reason"] is None
+    assert report["lc_win_rate"] == pytest.approx(float(row["length_controlled_winrate"]), abs=2.0)
+    assert report["lc_win_rate_se"] > 0
+
+
+def test_winrate_judge_option_decides_the_slope(tmp_path):
+    """Another judge: no published slope; estimated from the file (805 judgements identify it)."""
+    path = write_alpaca_eval_annotations(MODELS[0], tmp_path / "a.json")
+    result = runner.invoke(app, ["winrate", str(path), "--judge", "llm_judge:my-judge"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["judge"] == "llm_judge:my-judge" and report["slope_source"] == "estimated"
+    assert report["length_slope_se"] is not None and report["lc_win_rate_se"] is not None
+
+
+def test_winrate_reports_an_unavailable_lc_with_its_reason(tmp_path):
+    path = tmp_path / "few.jsonl"
+    records = [
+        {"preference": 1.0 + (i % 2), "output_chars": 100 + 10 * i, "baseline_chars": 300} for i in range(10)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    result = runner.invoke(app, ["winrate", str(path), "--format", "aipo"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["win_rate"] == 50.0 and report["lc_win_rate"] is None
+    assert report["lc_win_rate_se"] is None and "too few judgements" in report["lc_unavailable_reason"]
 
 
 def test_winrate_missing_file_is_a_clear_error(tmp_path):

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from aipo_cli.main import app
 from aipo_core import artifacts
 from aipo_core.config import RunConfig
+from aipo_core.eval_sample import evaluation_sample
 from aipo_core.pipeline import STAGES, run, run_stage
 
 TINY = {
@@ -54,7 +55,9 @@ def test_aipo_run_local_two_iterations_on_tiny_model(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps(TINY))
     result = CliRunner().invoke(
-        app, ["run", str(config), "--local", "--home", str(tmp_path / "home"), "--run-id", "r1"]
+        app,
+        ["run", str(config), "--local", "--home", str(tmp_path / "home"), "--run-id", "r1"],
+        env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     assert "Per-iteration summary" in result.output
@@ -67,6 +70,32 @@ def test_aipo_run_local_two_iterations_on_tiny_model(tmp_path):
         (artifacts.iteration_dir(tmp_path / "home", "r1", 1) / "stage_evaluate.json").read_text()
     )
     assert 0.0 <= evaluated["alpaca_eval/win_rate"] <= 100.0
+    # θ_0 is evaluated once, by iteration 0, with the same judge on the same fixed sample.
+    root = tmp_path / "home"
+    base_file = artifacts.iteration_dir(root, "r1", 0) / "eval" / "base" / "alpaca_eval.jsonl"
+    assert base_file.exists() and not (artifacts.iteration_dir(root, "r1", 1) / "eval" / "base").exists()
+    sample_ids = evaluation_sample("alpaca_eval", 2, seed=0).prompt_ids
+    evaluations = [
+        artifacts.read_jsonl(path)
+        for path in (
+            base_file,
+            iteration_files(root, "r1", 0)["eval"],
+            iteration_files(root, "r1", 1)["eval"],
+        )
+    ]
+    assert [[r["id"] for r in records] for records in evaluations] == [sample_ids] * 3
+    assert {r["judge"] for records in evaluations for r in records} == {"llm_judge:tiny-random-llama"}
+    first = json.loads((artifacts.iteration_dir(root, "r1", 0) / "stage_evaluate.json").read_text())
+    assert first["base/alpaca_eval/n"] == 2 and first["alpaca_eval/n"] == 2
+    assert first["judge"] == "base model θ_0 (tiny-random-llama), fixed"
+    sample = json.loads((artifacts.iteration_dir(root, "r1", 0) / "eval" / "sample.json").read_text())
+    assert sample["alpaca_eval"]["prompt_ids"] == sample_ids and sample["alpaca_eval"]["seed"] == 0
+    # The summary table: θ_0 first, raw and LC side by side, LC n/a (6 judgements) with the reason.
+    table = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert [row.split("│")[1].strip() for row in table] == ["θ_0 (base)", "θ_1", "θ_2"]
+    assert all(row.split("│")[6].strip() == "n/a" for row in table)
+    assert "judge: base model θ_0 (tiny-random-llama), fixed" in result.output
+    assert "too few judgements" in result.output
     # Iteration 1 samples from θ_1 = iteration 0's policy, and trains it further.
     w0 = load_file(iteration_files(tmp_path / "home", "r1", 0)["policy"])
     w1 = load_file(iteration_files(tmp_path / "home", "r1", 1)["policy"])
@@ -74,7 +103,7 @@ def test_aipo_run_local_two_iterations_on_tiny_model(tmp_path):
 
 
 def test_resume_skips_completed_stages_and_survives_a_crash_inside_training(tmp_path):
-    cfg = tiny_config(iterations=1)
+    cfg = tiny_config(iterations=1, seed=3)
     for stage in STAGES[:3]:
         run_stage(stage, cfg, artifact_root=tmp_path, run_id="r", iteration=0)
     done = {
@@ -95,7 +124,19 @@ def test_resume_skips_completed_stages_and_survives_a_crash_inside_training(tmp_
     assert not files["policy"].parent.exists(), "a crashed train stage must leave no policy folder"
     assert not (files["policy"].parents[1] / "stage_train.json").exists()
 
+    # An evaluate stage that died after finishing θ_0's evaluation keeps it on the retry.
+    base_file = artifacts.iteration_dir(tmp_path, "r", 0) / "eval" / "base" / "alpaca_eval.jsonl"
+    finished = [
+        {"id": i, "preference": 2.0, "output_chars": 5, "baseline_chars": 9, "output_tokens": 2}
+        for i in ("1", "2", "3")
+    ]
+    artifacts.write_jsonl_atomic(base_file, finished)
     history = run(cfg, artifact_root=tmp_path, run_id="r")
+    assert artifacts.read_jsonl(base_file) == finished
+    assert history[0]["evaluate"]["base/alpaca_eval/n"] == 3 and history[0]["evaluate"]["alpaca_eval/n"] == 2
+    # The run's training seed (3) does not move the evaluation sample (evaluation.seed = 0).
+    policy_eval = artifacts.read_jsonl(iteration_files(tmp_path, "r", 0)["eval"])
+    assert [r["id"] for r in policy_eval] == evaluation_sample("alpaca_eval", 2, seed=0).prompt_ids
     after = {
         s: (artifacts.iteration_dir(tmp_path, "r", 0) / f"stage_{s}.json").stat().st_mtime_ns
         for s in STAGES[:3]

@@ -127,5 +127,9 @@ def artifacts(
         write_jsonl_atomic(folder / "eval" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(2)])
         diagnostics = [{"id": f"p{i}", "s_theta": 0.5 * i, "gradient_weight": 0.25 * i} for i in range(3)]
         write_jsonl_atomic(folder / "pair_diagnostics.jsonl", diagnostics)
+        if iteration == 0:  # θ_0, evaluated once, before the policy (aipo_core.pipeline.stage_evaluate)
+            write_jsonl_atomic(
+                folder / "eval" / "base" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(3)]
+            )
         return {"alpaca_eval": {"win_rate": 50.0, "n": 2}, "note": "text is not a metric"}
     return {"count": 3, "model_cache_dir": str(model_cache_dir)}

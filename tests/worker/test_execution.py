@@ -161,7 +161,7 @@ def test_whole_run_moves_through_every_stage_and_loads_rows_once(store: Settings
     assert order == [(k, s) for k in (0, 1) for s in stages]
     run = _run(run_id)
     assert run.status == "succeeded" and run.finished_at is not None
-    assert _count(Pair, run_id) == 6 and _count(EvalSample, run_id) == 4
+    assert _count(Pair, run_id) == 6 and _count(EvalSample, run_id) == 2 + 2 + 3  # θ_1, θ_2, θ_0
     with session_scope() as session:
         win_rates = session.execute(
             select(Metric.iteration, Metric.value).where(
@@ -174,7 +174,13 @@ def test_whole_run_moves_through_every_stage_and_loads_rows_once(store: Settings
         extras = session.scalars(
             select(Pair.extra).where(Pair.run_id == run_id, Pair.iteration == 1).order_by(Pair.idx)
         ).all()
+        base_samples = session.execute(
+            select(EvalSample.iteration, EvalSample.uid).where(
+                EvalSample.run_id == run_id, EvalSample.evaluated == "base"
+            )
+        ).all()
     assert sorted(win_rates) == [(0, 50.0), (1, 50.0)]
+    assert sorted(base_samples) == [(0, "e0"), (0, "e1"), (0, "e2")]
     assert artifact.endswith("iter_0/pairs.jsonl")
     # evaluate's per-pair diagnostics are merged into the pairs stored at rank
     assert [e["gradient_weight"] for e in extras] == [0.0, 0.25, 0.5]

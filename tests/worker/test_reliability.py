@@ -73,10 +73,18 @@ def assert_complete_without_duplicates(run_id: int, artifact_root: Path, iterati
                 select(Pair.uid).where(Pair.run_id == run_id, Pair.iteration == k).order_by(Pair.idx)
             ).all()
             assert list(stored) == [str(uid) for uid in expected]
-            samples = session.scalars(
-                select(EvalSample.uid).where(EvalSample.run_id == run_id, EvalSample.iteration == k)
-            ).all()
-            assert len(samples) == len(read_jsonl(folder / "eval" / "alpaca_eval.jsonl")) == 2
+            for evaluated, path in (("policy", "alpaca_eval.jsonl"), ("base", "base/alpaca_eval.jsonl")):
+                samples = session.scalars(
+                    select(EvalSample.uid).where(
+                        EvalSample.run_id == run_id,
+                        EvalSample.iteration == k,
+                        EvalSample.evaluated == evaluated,
+                    )
+                ).all()
+                expected_samples = 2 if evaluated == "policy" or k == 0 else 0  # θ_0: iteration 0 only
+                assert len(samples) == expected_samples
+                if expected_samples:
+                    assert len(read_jsonl(folder / "eval" / path)) == expected_samples
             train_steps = session.scalars(
                 select(Metric.step).where(Metric.run_id == run_id, Metric.iteration == k,
                                           Metric.stage == "train", Metric.key == "loss")
@@ -161,8 +169,9 @@ def _check_cli_summary(dep: Any, run_id: int) -> None:
     assert follow_run(client, run_id, console, poll_s=0.1)["status"] == "succeeded"
     console.print(iterations_table(client.iterations(run_id)))
     rows = [line for line in out.getvalue().splitlines() if line.startswith("│")]
-    assert [row.split("│")[1].strip() for row in rows] == ["0", "1"]
-    assert all("–" not in row.split("│")[4] for row in rows), "every iteration has a win rate"
+    assert [row.split("│")[1].strip() for row in rows] == ["θ_0 (base)", "θ_1", "θ_2"]
+    assert [row.split("│")[2].strip() for row in rows] == ["–", "0", "1"]
+    assert all("–" not in row.split("│")[5] for row in rows), "every evaluated model has a win rate"
 
 
 def test_two_iteration_run_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -102,8 +102,32 @@ def test_eval_samples(api: Api) -> None:
         session.commit()
     url = f"/api/v1/runs/{run_id}/eval-samples"
     page = api.client.get(url, params={"limit": 5}).json()
-    assert page["total"] == 7 and len(page["items"]) == 5 and page["next_cursor"] == "0:alpaca_eval:4"
+    assert page["total"] == 7 and len(page["items"]) == 5 and page["next_cursor"] == "0:alpaca_eval:policy:4"
     rest = api.client.get(url, params={"limit": 5, "cursor": page["next_cursor"]}).json()
     assert [s["idx"] for s in rest["items"]] == [5, 6] and rest["next_cursor"] is None
     assert api.client.get(url, params={"benchmark": "mt_bench"}).json()["total"] == 0
     assert api.client.get(url, params={"cursor": "x"}).status_code == 422
+    assert api.client.get(url, params={"cursor": "0:alpaca_eval:other:4"}).status_code == 422
+
+
+def test_eval_samples_of_the_base_model_come_first_and_filter(api: Api) -> None:
+    """θ_0's answers (evaluated in iteration 0) are served apart from the policy's, before them."""
+    run_id = api.create_run()["id"]
+    record = {"instruction": "q", "output": "o", "baseline_output": "b", "preference": 1.5}
+    with get_sessionmaker(api.settings.resolved_database_url)() as session:
+        policy = [{**record, "id": str(i)} for i in range(3)]
+        base = [{**record, "id": str(i)} for i in range(3)]
+        eval_samples.replace_eval_samples(session, run_id, 0, "alpaca_eval", policy)
+        eval_samples.replace_eval_samples(session, run_id, 0, "alpaca_eval", base, evaluated="base")
+        session.commit()
+    url = f"/api/v1/runs/{run_id}/eval-samples"
+    items = api.client.get(url).json()["items"]
+    assert [(s["evaluated"], s["idx"]) for s in items] == [("base", i) for i in range(3)] + [
+        ("policy", i) for i in range(3)
+    ]
+    page = api.client.get(url, params={"limit": 4}).json()
+    rest = api.client.get(url, params={"limit": 4, "cursor": page["next_cursor"]}).json()
+    assert page["next_cursor"] == "0:alpaca_eval:policy:0" and len(rest["items"]) == 2
+    only_base = api.client.get(url, params={"evaluated": "base"}).json()
+    assert only_base["total"] == 3 and {s["evaluated"] for s in only_base["items"]} == {"base"}
+    assert api.client.get(url, params={"evaluated": "θ"}).status_code == 422

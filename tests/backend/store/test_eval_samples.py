@@ -42,3 +42,21 @@ def test_missing_output_is_rejected(session) -> None:
     run = runs.create_run(session, small_config())
     with pytest.raises(ValueError, match=r"alpaca_eval\[0\]\.output"):
         eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", [{"instruction": "q"}])
+
+
+def test_base_and_policy_samples_of_one_iteration_are_kept_apart(session) -> None:
+    """Iteration 0 stores θ_0's answers (evaluated="base") next to θ_1's; replacing one keeps the other."""
+    run = runs.create_run(session, small_config())
+    eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", [sample(i) for i in range(4)])
+    for _ in range(2):  # a retried stage replaces, never duplicates
+        eval_samples.replace_eval_samples(
+            session, run.id, 0, "alpaca_eval", [sample(i) for i in range(3)], evaluated="base"
+        )
+    session.commit()
+    _, _, total = eval_samples.query_eval_samples(session, run.id)
+    base, _, n_base = eval_samples.query_eval_samples(session, run.id, evaluated="base")
+    assert total == 7 and n_base == 3 and {s.evaluated for s in base} == {"base"}
+    evaluations = {(e.evaluated, e.iteration): e for e in eval_samples.run_evaluations(session, run.id)}
+    assert set(evaluations) == {("base", 0), ("policy", 0)}
+    assert evaluations["base", 0].prompt_ids == ["0", "1", "2"]
+    assert evaluations["policy", 0].policy_index == 1 and evaluations["base", 0].policy_index == 0
