@@ -28,9 +28,11 @@ from typing import Any, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aipo_core.access import ModelAccess
 from aipo_core.config import EvaluationConfig, JudgeConfig
 from aipo_core.data.benchmarks import BenchmarkItem, load_benchmark
 from aipo_core.generation import Generator, HFGenerator
+from aipo_core.models import DEFAULT_ACCESS
 from aipo_core.winrate import win_rates
 
 Sink = Callable[[dict], None]
@@ -102,19 +104,26 @@ class AlpacaEvalJudge:
 def make_judge(
     config: JudgeConfig,
     *,
+    access: ModelAccess = DEFAULT_ACCESS,
     policy: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> PairwiseJudge:
-    """The judge `evaluation.judge` describes; `model: policy` judges with the evaluated policy."""
+    """The judge `evaluation.judge` describes; `model: policy` judges with the evaluated policy.
+
+    The judge model loads under `access`; an annotator given as a path must lie in a data root.
+    """
     if config.kind == "alpaca_eval":
-        return AlpacaEvalJudge(config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR)
+        annotator = config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR
+        return AlpacaEvalJudge(access.check_annotator(annotator, "evaluation.judge.annotator"))
     from aipo_core.ranking import make_ranker
 
     return make_ranker(
         config.kind,
         config.model,
+        access=access,
+        field="evaluation.judge.model",
         policy=policy,
         batch_size=config.batch_size,
         trust_remote_code=trust_remote_code,
