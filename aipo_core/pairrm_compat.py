@@ -32,6 +32,7 @@ version that still has the names, changes nothing. Everything that imports llm-b
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -163,11 +164,20 @@ def load_pairrm(
     from llm_blender.pair_ranker.model_util import build_collator
     from llm_blender.pair_ranker.ranker import CrossCompareReranker
 
-    ranker_config = llm_blender.RankerConfig.from_dict(
-        {**fields, "load_checkpoint": str(folder), "cache_dir": None, "device": device}
-    )
-    if tokenizer.pad_token is None:  # as llm-blender's build_tokenizer
+    with warnings.catch_warnings():
+        # dataclasses-json warns about each optional RankerConfig field left None; that says
+        # nothing about the checkpoint.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="dataclasses_json")
+        ranker_config = llm_blender.RankerConfig.from_dict(
+            {**fields, "load_checkpoint": str(folder), "cache_dir": None, "device": device}
+        )
+    # The order of llm-blender's load_ranker: the collator adds PairRM's marker tokens
+    # (<|source|>, <|candidate1|>, ...) to the tokenizer, then the embeddings grow to match.
+    if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    collator = build_collator(
+        PAIRRM_RANKER_TYPE, tokenizer, ranker_config.source_maxlength, ranker_config.candidate_maxlength
+    )
     backbone.config.out_hidden_state_size = backbone.config.hidden_size
     backbone.resize_token_embeddings(len(tokenizer))
     ranker = CrossCompareReranker(backbone, ranker_config, tokenizer)
@@ -176,8 +186,5 @@ def load_pairrm(
     ranker = (ranker.half() if half else ranker.float()).to(device).eval()
     blender = llm_blender.Blender(llm_blender.BlenderConfig(device=device, use_tqdm=False))
     blender.ranker_config = ranker_config
-    blender.ranker, blender.ranker_tokenizer = ranker, tokenizer
-    blender.ranker_collator = build_collator(
-        PAIRRM_RANKER_TYPE, tokenizer, ranker_config.source_maxlength, ranker_config.candidate_maxlength
-    )
+    blender.ranker, blender.ranker_tokenizer, blender.ranker_collator = ranker, tokenizer, collator
     return blender

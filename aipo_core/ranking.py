@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import math
 import re
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from itertools import combinations
@@ -87,11 +86,7 @@ class PairRMRanker(Ranker):
 
         self.batch_size = batch_size
         self.device = device or _default_device()
-        with warnings.catch_warnings():
-            # llm-blender decodes its RankerConfig with None for optional fields; dataclasses-json
-            # warns about each one, which says nothing about the checkpoint.
-            warnings.filterwarnings("ignore", category=RuntimeWarning, module="dataclasses_json")
-            self.blender = load_pairrm(path_or_id, access=access, field=field, device=self.device)
+        self.blender = load_pairrm(path_or_id, access=access, field=field, device=self.device)
 
     def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         _check_lengths(prompts=prompts, candidates=candidates)
