@@ -33,6 +33,7 @@ from aipo_core import artifacts
 from aipo_core.config import RunConfig
 
 POLICIES_FILE = "policies.json"
+_DELETING = ".policy.deleting"
 _ITERATION = re.compile(r"iter_(\d+)")
 
 
@@ -93,7 +94,7 @@ def _scores(run: Path, k_values: list[int], benchmark: str) -> tuple[dict[int, f
 
 def _remove(folder: Path) -> None:
     """Rename, then delete: a crash leaves a hidden leftover, never a partial `policy/`."""
-    doomed = folder.with_name(f".{folder.name}.deleting")
+    doomed = folder.with_name(_DELETING)
     shutil.rmtree(doomed, ignore_errors=True)
     os.rename(folder, doomed)
     shutil.rmtree(doomed)
@@ -102,6 +103,8 @@ def _remove(folder: Path) -> None:
 def prune_policies(artifact_root: Path | str, run_id: str, config: RunConfig) -> Retention:
     """Delete the policy folders `config.training.keep_policies` no longer keeps (idempotent)."""
     run = artifacts.run_dir(artifact_root, run_id)
+    for leftover in run.glob(f"iter_*/{_DELETING}"):  # from a crash in the middle of a removal
+        shutil.rmtree(leftover, ignore_errors=True)
     keep = config.training.keep_policies
     present = _policy_iterations(run)
     decision = Retention(kept=list(present))
