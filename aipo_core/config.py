@@ -20,6 +20,7 @@ RankerKind = Literal["pairrm", "reward_model", "llm_judge"]
 # Seeds feed numpy (< 2**32) and torch; seed + iteration must stay below 2**32 too.
 MAX_SEED = 2**31 - 1
 MAX_ITERATIONS = 100
+MAX_SELF_INSTRUCT_CALLS = 100_000
 # Hub ids are at most 96 characters; paths get more room but stay bounded.
 MAX_SPEC_LENGTH = 1024
 
@@ -64,8 +65,18 @@ class SelfInstructConfig(StrictModel):
     rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="Drop if ROUGE-L > this vs the pool.")
     batch_size: int = Field(8, ge=1, le=256)
     max_attempts_factor: int = Field(
-        4, ge=1, le=10, description="Give up after num_instructions × this many model calls."
+        4, ge=1, le=50, description="Give up after num_instructions × this many model calls."
     )
+
+    @model_validator(mode="after")
+    def _bounded_calls(self) -> SelfInstructConfig:
+        calls = self.num_instructions * self.max_attempts_factor
+        if calls > MAX_SELF_INSTRUCT_CALLS:
+            raise ValueError(
+                f"num_instructions × max_attempts_factor = {calls:,} model calls per iteration; "
+                f"at most {MAX_SELF_INSTRUCT_CALLS:,}"
+            )
+        return self
 
 
 class GenerationConfig(StrictModel):

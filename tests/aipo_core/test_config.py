@@ -24,6 +24,7 @@ def errors(**overrides) -> dict[str, str]:
         ({"evaluation": {"limit": 10**9}}, "evaluation.limit"),
         ({"self_instruct": {"num_instructions": 100_000}}, "self_instruct.num_instructions"),
         ({"self_instruct": {"max_attempts_factor": 100}}, "self_instruct.max_attempts_factor"),
+        ({"self_instruct": {"num_instructions": 20_000, "max_attempts_factor": 10}}, "self_instruct"),
         ({"generation": {"num_candidates": 1000}}, "generation.num_candidates"),
         ({"generation": {"batch_size": 10**6}}, "generation.batch_size"),
         ({"training": {"max_steps": 10**9}}, "training.max_steps"),
