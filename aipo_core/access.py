@@ -162,6 +162,10 @@ class ModelAccess:
     any_local_path: bool = False
     _trusted: tuple[Path, ...] = field(default=(), repr=False)
 
+    def __post_init__(self) -> None:
+        # Roots are compared with resolved paths, so they are resolved too (/tmp may be a link).
+        object.__setattr__(self, "data_roots", tuple(Path(os.path.realpath(r)) for r in self.data_roots))
+
     @classmethod
     def for_local_run(cls, *, allow_remote_code: bool = False, denied: Iterable[str] = ()) -> ModelAccess:
         """Any hub model and any local path (the user runs their own config on their own machine);
