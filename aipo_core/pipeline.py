@@ -15,7 +15,9 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
-summary without touching the model. The worker runs exactly these functions in child processes;
+summary without touching the model. Every model and data file is loaded under the operator's
+`ModelAccess` (aipo_core.access); old policy folders are pruned after each evaluate
+(aipo_core.retention). The worker runs exactly these functions in child processes;
 `run` chains them in-process for `aipo run --local`.
 """
 
@@ -28,7 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aipo_core import artifacts
+from aipo_core.access import ModelAccess, check_run_config
 from aipo_core.config import BASE_JUDGE, RunConfig
+from aipo_core.retention import prune_policies
 
 if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when they run
     from aipo_core.eval_sample import EvalSample
@@ -48,6 +52,7 @@ class StageContext:
     iteration: int
     model_cache_dir: Path | None = None
     sink: Sink | None = None
+    access: ModelAccess = ModelAccess()
 
     @property
     def dir(self) -> Path:
@@ -64,7 +69,17 @@ class StageContext:
         """θ_k: the policy this iteration samples from and uses as reference."""
         if self.iteration == 0:
             return self.config.model
-        return str(artifacts.iteration_dir(self.artifact_root, self.run_id, self.iteration - 1) / "policy")
+        previous = artifacts.iteration_dir(self.artifact_root.absolute(), self.run_id, self.iteration - 1)
+        return str(previous / "policy")
+
+    def policy_field(self) -> str:
+        """The name errors about θ_k use: the config field for θ_0, the artifact after that."""
+        return "model" if self.iteration == 0 else f"iter_{self.iteration - 1}/policy"
+
+    @property
+    def policy_access(self) -> ModelAccess:
+        """`access`, plus this run's own artifacts (the policies it trained) as a readable root."""
+        return self.access.trusting(artifacts.run_dir(self.artifact_root, self.run_id))
 
     def policy_out(self) -> Path:
         """θ_{k+1}: written by the train stage."""
@@ -79,11 +94,15 @@ def stage_complete(ctx: StageContext, stage: str) -> bool:
     return artifacts.is_complete(stage_summary_path(ctx, stage))
 
 
-def _load_policy(ctx: StageContext, spec: str):
+def _load_policy(ctx: StageContext, spec: str, field: str):
     from aipo_core.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(
-        spec, trust_remote_code=ctx.config.trust_remote_code, cache_dir=ctx.model_cache_dir
+        spec,
+        access=ctx.policy_access,
+        field=field,
+        trust_remote_code=ctx.config.trust_remote_code,
+        cache_dir=ctx.model_cache_dir,
     )
 
 
@@ -99,9 +118,11 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
     if _imports_initial_pairs(ctx):
         artifacts.write_jsonl_atomic(ctx.dir / "instructions.jsonl", [])
         return {"skipped": "initial_pairs", "instructions": 0}
+    from aipo_core.data.pools import BUNDLED_POOLS
+
     cfg = ctx.config.self_instruct
-    pool = load_prompt_pool(ctx.config.prompt_pool)
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    pool = load_prompt_pool(ctx.access.check_data_spec(ctx.config.prompt_pool, "prompt_pool", BUNDLED_POOLS))
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
     result = generate_instructions(
         model, tokenizer, pool, cfg, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
@@ -128,13 +149,20 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
         artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", [])
         return {"skipped": "initial_pairs", "prompts": 0}
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
+    remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
     generator = make_generator(
         ctx.config.generation,
         model,
         tokenizer,
-        model_path=resolve_model_path(ctx.policy_in(), ctx.model_cache_dir),
-        trust_remote_code=ctx.config.trust_remote_code,
+        model_path=resolve_model_path(
+            ctx.policy_in(),
+            ctx.model_cache_dir,
+            access=ctx.policy_access,
+            field=ctx.policy_field(),
+            trust_remote_code=remote_code,
+        ),
+        trust_remote_code=remote_code,
     )
     records, stats = generate_candidates(
         instructions, generator, ctx.config.generation, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
@@ -146,22 +174,25 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
 def stage_rank(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.ranking import make_ranker, rank_candidates, select_pairs
 
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
     training = ctx.config.training
     summary: dict[str, Any] = {}
     if _imports_initial_pairs(ctx):
         from aipo_core.data.preferences import load_preference_pairs
 
-        pairs = load_preference_pairs(ctx.config.initial_pairs, tokenizer=tokenizer)
+        path = ctx.access.check_path(ctx.config.initial_pairs, "initial_pairs")
+        pairs = load_preference_pairs(path, tokenizer=tokenizer)
         summary["imported"] = len(pairs)
     else:
         candidates = artifacts.read_jsonl(ctx.dir / "candidates.jsonl")
         ranker = make_ranker(
             ctx.config.ranker.kind,
             ctx.config.ranker.model,
+            access=ctx.access,
             policy=(model, tokenizer),
             batch_size=ctx.config.ranker.batch_size,
             trust_remote_code=ctx.config.trust_remote_code,
+            cache_dir=ctx.model_cache_dir,
         )
         scores = rank_candidates(candidates, ranker, sink=ctx.sink)
         pairs, drops = select_pairs(
@@ -192,7 +223,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
             f"iteration {ctx.iteration}: no preference pairs survived ranking and filtering; "
             "raise self_instruct.num_instructions or generation.num_candidates"
         )
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
     # train_policy saves atomically: policy/ exists only once it is complete.
     result = train_policy(
         model,
@@ -342,8 +373,8 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.evaluation import make_judge
 
     evaluation = ctx.config.evaluation
-    model, tokenizer = _load_policy(ctx, str(ctx.policy_out()))
-    base = _load_policy(ctx, ctx.config.model) if _needs_base_model(ctx) else None
+    model, tokenizer = _load_policy(ctx, str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy")
+    base = _load_policy(ctx, ctx.config.model, "model") if _needs_base_model(ctx) else None
     samples = [evaluation_sample(b, evaluation.limit, evaluation.seed) for b in evaluation.benchmarks]
     artifacts.write_json_atomic(
         ctx.dir / "eval" / "sample.json", {sample.benchmark: sample.describe() for sample in samples}
@@ -355,7 +386,14 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         subjects.insert(0, (BASE_EVALUATION, base, 0))
     summary: dict[str, Any] = {"judge": judge_info(ctx.config).label}
     for s, (evaluated, evaluated_model, policy_index) in enumerate(subjects):
-        judge = make_judge(evaluation.judge, policy=evaluated_model, base=base)
+        judge = make_judge(
+            evaluation.judge,
+            access=ctx.access,
+            policy=evaluated_model,
+            base=base,
+            trust_remote_code=ctx.config.trust_remote_code,
+            cache_dir=ctx.model_cache_dir,
+        )
         prefix = f"{BASE_EVALUATION}/" if evaluated == BASE_EVALUATION else ""
         for b, sample in enumerate(samples):
             metrics = _evaluate(
@@ -392,23 +430,34 @@ def run_stage(
     iteration: int,
     sink: Sink | None = None,
     model_cache_dir: Path | None = None,
+    access: ModelAccess | None = None,
 ) -> dict[str, Any]:
-    """Run one stage of one iteration (idempotent) and return its summary metrics."""
+    """Run one stage of one iteration (idempotent) and return its summary metrics.
+
+    `access` is the operator's loading policy (default: built-in models and bundled data only);
+    the whole config is checked against it before anything loads. After an evaluate stage the
+    run's policy folders are pruned per `training.keep_policies` (aipo_core.retention).
+    """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"stage {stage!r} is unknown; expected one of {', '.join(STAGES)}")
     if not 0 <= iteration < config.iterations:
         raise ValueError(f"iteration {iteration} is outside 0..{config.iterations - 1}")
-    ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink)
+    access = access or ModelAccess()
+    check_run_config(config, access)
+    ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink, access)
     summary_path = stage_summary_path(ctx, stage)
     if artifacts.is_complete(summary_path):
-        return artifacts.read_json(summary_path)
-    ctx.dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    ctx.progress(0.0, f"{stage} started")
-    summary = STAGE_FUNCTIONS[stage](ctx)
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    artifacts.write_json_atomic(summary_path, summary)
-    ctx.progress(1.0, f"{stage} done")
+        summary = artifacts.read_json(summary_path)
+    else:
+        ctx.dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        ctx.progress(0.0, f"{stage} started")
+        summary = STAGE_FUNCTIONS[stage](ctx)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        artifacts.write_json_atomic(summary_path, summary)
+        ctx.progress(1.0, f"{stage} done")
+    if stage == "evaluate":
+        prune_policies(ctx.artifact_root, ctx.run_id, config)
     return summary
 
 
@@ -420,6 +469,7 @@ def run(
     sink: Sink | None = None,
     model_cache_dir: Path | None = None,
     on_stage: Callable[[int, str, dict[str, Any]], None] | None = None,
+    access: ModelAccess | None = None,
 ) -> list[dict[str, dict[str, Any]]]:
     """Algorithm 1 for `config.iterations` iterations; resumes past completed stages.
 
@@ -438,6 +488,7 @@ def run(
                 iteration=k,
                 sink=sink,
                 model_cache_dir=model_cache_dir,
+                access=access,
             )
             if on_stage is not None:
                 on_stage(k, stage, summaries[stage])

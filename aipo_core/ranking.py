@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import math
 import re
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from itertools import combinations
@@ -25,20 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from aipo_core.models import inference
-from aipo_core.pairrm_compat import import_llm_blender
+from aipo_core.access import PAIRRM_HUB_ID, POLICY_ALIAS, ModelAccess
+from aipo_core.models import DEFAULT_ACCESS, inference
 
 Sink = Callable[[dict], None]
 RANKER_KINDS = ("pairrm", "reward_model", "llm_judge")
-PAIRRM_HUB_ID = "llm-blender/PairRM"
-POLICY = "policy"
+POLICY = POLICY_ALIAS
 
 
 class Ranker(ABC):
@@ -80,17 +73,20 @@ class PairRMRanker(Ranker):
     """PairRM (llm-blender). Candidate score: PairRM's "max_logits" aggregate of the full comparison
     matrix, mean_j (logit[i, j] − logit[j, i]) — how strongly i beats the others, both orders."""
 
-    def __init__(self, path_or_id: str = PAIRRM_HUB_ID, *, batch_size: int = 8, device: str | None = None):
-        llm_blender = import_llm_blender()
+    def __init__(
+        self,
+        path_or_id: str = PAIRRM_HUB_ID,
+        *,
+        access: ModelAccess = DEFAULT_ACCESS,
+        field: str = "ranker.model",
+        batch_size: int = 8,
+        device: str | None = None,
+    ):
+        from aipo_core.pairrm_compat import load_pairrm
+
         self.batch_size = batch_size
         self.device = device or _default_device()
-        folder = _pairrm_folder(path_or_id)
-        with warnings.catch_warnings():
-            # llm-blender decodes its RankerConfig with None for optional fields; dataclasses-json
-            # warns about each one, which says nothing about the checkpoint.
-            warnings.filterwarnings("ignore", category=RuntimeWarning, module="dataclasses_json")
-            self.blender = llm_blender.Blender(llm_blender.BlenderConfig(device=self.device, use_tqdm=False))
-            self.blender.loadranker(str(folder), device=self.device, cache_dir=_hf_cache_dir())
+        self.blender = load_pairrm(path_or_id, access=access, field=field, device=self.device)
 
     def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         _check_lengths(prompts=prompts, candidates=candidates)
@@ -134,27 +130,6 @@ class PairRMRanker(Ranker):
         return [_sigmoid(float(x) / 2) for x in logits]
 
 
-def _hf_cache_dir() -> str:
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    return str(HF_HUB_CACHE)
-
-
-def _pairrm_folder(path_or_id: str) -> Path:
-    """A local PairRM folder (config.json = llm-blender RankerConfig + weights); hub ids are fetched
-    into the normal Hugging Face cache (which honours offline mode)."""
-    local = Path(path_or_id).expanduser()
-    if not local.exists():
-        from huggingface_hub import snapshot_download
-
-        local = Path(snapshot_download(path_or_id))
-    if not (local / "config.json").is_file():
-        raise FileNotFoundError(
-            f"ranker.model: {local} has no config.json (expected a PairRM/llm-blender folder)"
-        )
-    return local
-
-
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -192,10 +167,21 @@ class RewardModelRanker(Ranker):
 
     @classmethod
     def from_pretrained(
-        cls, spec: str, *, batch_size: int = 8, trust_remote_code: bool = False, device: str | None = None
+        cls,
+        spec: str,
+        *,
+        access: ModelAccess = DEFAULT_ACCESS,
+        field: str = "ranker.model",
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> RewardModelRanker:
-        model = AutoModelForSequenceClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        from aipo_core.models import load_sequence_classifier
+
+        model, tokenizer = load_sequence_classifier(
+            spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+        )
         return cls(model.to(device or _default_device()), tokenizer, batch_size=batch_size)
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -369,41 +355,49 @@ def make_ranker(
     kind: str,
     model_spec: str,
     *,
+    access: ModelAccess = DEFAULT_ACCESS,
+    field: str = "ranker.model",
     policy: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     batch_size: int = 8,
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
 ) -> Ranker:
-    """Build the ranker a `RankerConfig`/`JudgeConfig` describes.
+    """Build the ranker a `RankerConfig`/`JudgeConfig` describes; every model loads under `access`.
 
     `model_spec == "policy"` means the current policy (`policy=(model, tokenizer)`) for
-    `llm_judge`, and the published PairRM checkpoint for `pairrm`.
+    `llm_judge`, and the published PairRM checkpoint for `pairrm`. `field` names the config field
+    in errors (`evaluation.judge.model` for a judge).
     """
     if kind == "pairrm":
-        return PairRMRanker(
-            PAIRRM_HUB_ID if model_spec == POLICY else model_spec, batch_size=batch_size, device=device
-        )
+        spec = PAIRRM_HUB_ID if model_spec == POLICY else model_spec
+        return PairRMRanker(spec, access=access, field=field, batch_size=batch_size, device=device)
     if kind == "reward_model":
         if model_spec == POLICY:
-            raise ValueError(
-                "ranker.model: kind 'reward_model' needs a reward model id or path, not 'policy'"
-            )
+            raise ValueError(f"{field}: kind 'reward_model' needs a reward model id or path, not 'policy'")
         return RewardModelRanker.from_pretrained(
-            model_spec, batch_size=batch_size, trust_remote_code=trust_remote_code, device=device
+            model_spec,
+            access=access,
+            field=field,
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            device=device,
+            cache_dir=cache_dir,
         )
     if kind == "llm_judge":
         if model_spec == POLICY:
             if policy is None:
-                raise ValueError(
-                    "ranker.model: 'policy' needs the policy (model, tokenizer) passed as policy="
-                )
+                raise ValueError(f"{field}: 'policy' needs the policy (model, tokenizer) passed as policy=")
             model, tokenizer = policy
         else:
             from aipo_core.models import load_model_and_tokenizer
 
             model, tokenizer = load_model_and_tokenizer(
-                model_spec, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+                model_spec,
+                access=access,
+                field=field,
+                trust_remote_code=trust_remote_code,
+                cache_dir=cache_dir,
             )
             model = model.to(device or _default_device())
         return LLMJudgeRanker(model, tokenizer, batch_size=batch_size)

@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_token = resolve_api_token(settings.api_token, settings.home)
+    settings.ensure_data_root()
     app.state.launcher = None
     if settings.cors_origins:
         app.add_middleware(

@@ -7,6 +7,7 @@ call `get_settings.cache_clear()` after changing the environment.
 
 from __future__ import annotations
 
+import glob
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from aipo_core.access import DEFAULT_HUB_MODELS, ModelAccess
+
 FILESYSTEM_BROKER = "filesystem://"
+DATA_DIR = "data"
 
 
 def _split_list(value: Any) -> Any:
@@ -41,9 +45,23 @@ class Settings(BaseSettings):
     artifact_root: Path | None = Field(None, description="Where run artifacts live; default home.")
     api_token: str | None = Field(None, description="Bearer token; default $AIPO_HOME/token.")
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="Local paths in run configs must lie under one of these."
+        default_factory=list,
+        description="Data roots: local paths in run configs must lie under one of these; "
+        "default $AIPO_HOME/data. The token, database, logs and broker are refused even inside.",
     )
     allow_trust_remote_code: bool = False
+    allowed_hub_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_HUB_MODELS),
+        description="Glob patterns of hub ids a run config may load (e.g. 'Qwen/*'; '*' = any).",
+    )
+    hub_offline: bool = Field(False, description="Never contact the hub: models load from its cache only.")
+    max_iterations: int = Field(20, ge=1, description="Most iterations one run may ask for.")
+    max_run_budget: int = Field(
+        1_000_000,
+        ge=1,
+        description="Most candidate generations per run: "
+        "iterations × generation.num_candidates × self_instruct.num_instructions.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     auto_migrate: bool | None = Field(
         None, description="Apply migrations when the API starts; None = only in embedded mode."
@@ -56,7 +74,7 @@ class Settings(BaseSettings):
     stage_kill_grace_s: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL grace on cancel.")
     reconcile_interval_s: float = Field(15.0, gt=0, description="Period of the worker's reconciler.")
 
-    @field_validator("allowed_roots", "cors_origins", mode="before")
+    @field_validator("allowed_roots", "cors_origins", "allowed_hub_models", mode="before")
     @classmethod
     def _parse_list(cls, value: Any) -> Any:
         return _split_list(value)
@@ -75,9 +93,44 @@ class Settings(BaseSettings):
         return self.artifact_root or self.home
 
     @property
+    def default_data_root(self) -> Path:
+        return self.home / DATA_DIR
+
+    @property
     def resolved_allowed_roots(self) -> list[Path]:
-        roots = self.allowed_roots or [self.home]
+        roots = self.allowed_roots or [self.default_data_root]
         return [Path(root).expanduser().resolve() for root in roots]
+
+    @property
+    def internal_paths(self) -> list[Path]:
+        """What a run config may never read, even inside a data root: the API token, the SQLite
+        database (and its journal files), service and stage logs, the broker folders, the hub token."""
+        from huggingface_hub.constants import HF_TOKEN_PATH
+
+        paths = [self.home / "token", self.home / "logs", self.broker_folder]
+        if self.is_embedded:
+            database = Path(self.resolved_database_url.removeprefix("sqlite:///"))
+            journals = ("", "-wal", "-shm", "-journal")
+            paths += [database.with_name(database.name + suffix) for suffix in journals]
+        hub_token = Path(HF_TOKEN_PATH)
+        return [*paths, hub_token, hub_token.with_name("stored_tokens")]
+
+    def model_access(self) -> ModelAccess:
+        """The loading policy the API checks run configs with and the worker loads under."""
+        runs = glob.escape(str(self.resolved_artifact_root.resolve() / "runs"))
+        stage_logs = (f"{runs}/*/logs", f"{runs}/*/logs/*")  # backend.store.stages.stage_log_path
+        return ModelAccess(
+            allow_remote_code=self.allow_trust_remote_code,
+            hub_models=tuple(self.allowed_hub_models),
+            data_roots=tuple(self.resolved_allowed_roots),
+            denied=ModelAccess.deny_paths(self.internal_paths) + stage_logs,
+            offline=self.hub_offline,
+        )
+
+    def ensure_data_root(self) -> None:
+        """Create the default data root (0700) so operators know where run inputs go."""
+        if not self.allowed_roots:
+            self.default_data_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     @property
     def is_embedded(self) -> bool:

@@ -1,35 +1,34 @@
 """Server-side policy on top of `RunConfig` validation: what this server agrees to run.
 
-A config can be valid and still not acceptable here: local paths outside the allowed roots
-(the API must not become a way to read arbitrary files on the worker), `trust_remote_code`
-(executes code shipped with a model) unless the operator enabled it, and text the database
-cannot store (NUL characters, unpaired surrogates). Errors use FastAPI's 422 shape so clients
-get field paths either way.
+A config can be valid and still not acceptable here:
+- anything the operator's loading policy refuses (`aipo_core.access`, built by
+  `Settings.model_access`): local paths outside the data roots or onto the server's internals
+  (the API must not become a way to read files on the worker), hub models off the allow-list,
+  `trust_remote_code` unless the operator enabled it, annotators that are paths;
+- more work than the operator allows per run (AIPO_MAX_ITERATIONS, AIPO_MAX_RUN_BUDGET);
+- text the database cannot store (NUL characters, unpaired surrogates).
+Errors use FastAPI's 422 shape so clients get field paths either way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
+from aipo_core.access import config_problems
 from aipo_core.config import RunConfig
 from backend.settings import Settings
 
 Loc = tuple[str | int, ...]
-
-# (field path in the config, bundled names that are never paths)
-PATH_FIELDS: tuple[tuple[Loc, frozenset[str]], ...] = (
-    (("model",), frozenset({"smollm2-135m-instruct", "tiny-random-llama"})),
-    (("prompt_pool",), frozenset()),
-    (("initial_pairs",), frozenset()),
-    (("ranker", "model"), frozenset({"policy"})),
-    (("evaluation", "judge", "model"), frozenset({"base", "policy"})),
+# The factors of a run's budget (AIPO_MAX_RUN_BUDGET), as config field paths.
+BUDGET_FIELDS: tuple[Loc, ...] = (
+    ("iterations",),
+    ("generation", "num_candidates"),
+    ("self_instruct", "num_instructions"),
 )
-PATH_SUFFIXES = (".jsonl", ".json", ".yaml", ".yml", ".parquet", ".gguf", ".safetensors", ".bin", ".pt")
-
 
 def storable_text(value: str) -> str:
     """Reject text PostgreSQL cannot store; usable as a pydantic AfterValidator."""
@@ -65,62 +64,54 @@ def unstorable_text_errors(data: Any, prefix: Loc) -> list[dict[str, Any]]:
     return errors
 
 
-def looks_like_local_path(value: str, bundled: frozenset[str] = frozenset()) -> bool:
-    """True when a loader would read `value` from the local disk rather than a hub id or bundle."""
-    if value in bundled:
-        return False
-    if value.startswith(("/", "~", "./", "../", ".\\")) or value in (".", ".."):
-        return True
-    if value.lower().endswith(PATH_SUFFIXES):
-        return True
-    try:
-        return Path(value).exists()
-    except (OSError, ValueError):
-        return True
+def access_errors(config: RunConfig, settings: Settings, prefix: Loc = ("body",)) -> list[dict[str, Any]]:
+    """422 error dicts for every model, path and annotator field the loading policy refuses.
+
+    The same `aipo_core.access.config_problems` runs again in the worker before it loads.
+    """
+    return [
+        {"type": p.kind, "loc": (*prefix, *p.loc), "msg": p.message, "input": p.value}
+        for p in config_problems(config, settings.model_access())
+    ]
 
 
-def is_under_allowed_root(value: str, roots: Sequence[Path]) -> bool:
-    """Whether the fully resolved path (symlinks followed) lies inside one of `roots`."""
-    try:
-        resolved = Path(value).expanduser().resolve()
-    except (OSError, RuntimeError, ValueError):
-        return False
-    return any(resolved.is_relative_to(root) for root in roots)
+def budget_errors(config: RunConfig, settings: Settings, prefix: Loc = ("body",)) -> list[dict[str, Any]]:
+    """422 error dicts when the run asks for more work than the operator allows per run."""
+    errors: list[dict[str, Any]] = []
+    if config.iterations > settings.max_iterations:
+        errors.append(
+            {
+                "type": "too_many_iterations",
+                "loc": (*prefix, "iterations"),
+                "msg": f"this server runs at most {settings.max_iterations} iterations per run "
+                "(operator: AIPO_MAX_ITERATIONS)",
+                "input": config.iterations,
+            }
+        )
+    work = dict(zip(BUDGET_FIELDS, run_work(config), strict=True))
+    total = math.prod(work.values())
+    if total > settings.max_run_budget:
+        product = " × ".join(f"{'.'.join(loc)} ({value:,})" for loc, value in work.items())
+        message = (
+            f"run budget exceeded: {product} = {total:,} candidate generations, more than this "
+            f"server's {settings.max_run_budget:,} (operator: AIPO_MAX_RUN_BUDGET)"
+        )
+        errors += [
+            {"type": "run_budget_exceeded", "loc": (*prefix, *loc), "msg": message, "input": value}
+            for loc, value in work.items()
+        ]
+    return errors
 
 
-def _get(config: RunConfig, loc: Loc) -> Any:
-    node: Any = config
-    for part in loc:
-        node = getattr(node, str(part))
-    return node
+def run_work(config: RunConfig) -> tuple[int, int, int]:
+    """The factors of a run's budget, in `BUDGET_FIELDS` order."""
+    return (config.iterations, config.generation.num_candidates, config.self_instruct.num_instructions)
 
 
 def policy_errors(config: RunConfig, settings: Settings, prefix: Loc = ("body",)) -> list[dict[str, Any]]:
     """422 error dicts for everything in `config` this server refuses."""
     errors: list[dict[str, Any]] = unstorable_text_errors(config.model_dump(mode="json"), prefix)
-    if config.trust_remote_code and not settings.allow_trust_remote_code:
-        errors.append(
-            {
-                "type": "trust_remote_code_refused",
-                "loc": (*prefix, "trust_remote_code"),
-                "msg": "trust_remote_code is disabled on this server (set AIPO_ALLOW_TRUST_REMOTE_CODE=1)",
-                "input": True,
-            }
-        )
-    roots = settings.resolved_allowed_roots
-    for loc, bundled in PATH_FIELDS:
-        value = _get(config, loc)
-        if isinstance(value, str) and looks_like_local_path(value, bundled):
-            if not is_under_allowed_root(value, roots):
-                errors.append(
-                    {
-                        "type": "path_not_allowed",
-                        "loc": (*prefix, *loc),
-                        "msg": "local path outside the allowed roots: " + ", ".join(str(r) for r in roots),
-                        "input": value,
-                    }
-                )
-    return errors
+    return errors + access_errors(config, settings, prefix) + budget_errors(config, settings, prefix)
 
 
 def check_config(config: RunConfig, settings: Settings, prefix: Loc = ("body",)) -> None:

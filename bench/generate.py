@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from aipo_core.access import ModelAccess
 from aipo_core.generation import GenerationResult, HFGenerator
 from aipo_core.models import load_model_and_tokenizer
 
@@ -100,7 +101,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, tokenizer = load_model_and_tokenizer(args.model)
+    # The person running the benchmark chose the model: any hub id or path, never remote code.
+    model, tokenizer = load_model_and_tokenizer(args.model, access=ModelAccess.for_local_run())
     model.eval()
     prompts = [
         [{"role": "user", "content": INSTRUCTIONS[i % len(INSTRUCTIONS)]}] for i in range(args.prompts)

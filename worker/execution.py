@@ -68,6 +68,8 @@ def execute_stage(
         "events": str(files.events),
         "result": str(files.result),
         "model_cache_dir": str(settings.home / "models"),
+        # The operator's loading policy: the child re-checks the config and every load against it.
+        "model_access": settings.model_access().to_dict(),
     }
     control = StoreStageControl(stage_id, claimed.run_id, claimed.iteration, claimed.name, claimed.attempt)
     with keepalive(control, interval_s=options.heartbeat_interval_s):

@@ -7,20 +7,23 @@ The child needs no database and no broker, only the spec written by its supervis
     spec = {"entry": "aipo_core.pipeline:run_stage", "stage": "train", "config": {...RunConfig...},
             "artifact_root": "...", "run_id": "...", "iteration": 0,
             "events": ".../train.events.jsonl", "result": ".../train.result.json",
-            "model_cache_dir": "..." (optional), "env": {...} (optional, applied before running)}
+            "model_cache_dir": "..." (optional), "env": {...} (optional, applied before running),
+            "model_access": {...} (optional, `aipo_core.access.ModelAccess.to_dict()`)}
 
 - events: one JSON object per line, appended and flushed as the stage emits them;
 - result: {"ok": true, "summary": {...}} or {"ok": false, "error": "..."}, written atomically
   just before exiting (status 0 on success, 1 on failure).
 
 The stage body is called as
-`entry(stage, config, artifact_root=Path, run_id=str, iteration=int, sink=callable[, model_cache_dir=Path])`,
-which is `aipo_core.pipeline.run_stage`'s signature.
+`entry(stage, config, artifact_root=Path, run_id=str, iteration=int, sink=callable[, model_cache_dir=Path]
+[, access=ModelAccess])`, which is `aipo_core.pipeline.run_stage`'s signature; `access` is passed
+to entries that take it (stand-in bodies in tests load no model).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import signal
@@ -32,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aipo_core.access import ModelAccess
 from aipo_core.config import RunConfig
 from worker.stage_process import write_json_atomic
 
@@ -105,7 +109,11 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     entry = load_entry(spec.get("entry") or DEFAULT_ENTRY)
     config = RunConfig.model_validate(spec["config"])
     sink = EventFileSink(Path(spec["events"]))
-    extra = {"model_cache_dir": Path(spec["model_cache_dir"])} if spec.get("model_cache_dir") else {}
+    extra: dict[str, Any] = {}
+    if spec.get("model_cache_dir"):
+        extra["model_cache_dir"] = Path(spec["model_cache_dir"])
+    if spec.get("model_access") is not None and "access" in inspect.signature(entry).parameters:
+        extra["access"] = ModelAccess.from_dict(spec["model_access"])
     try:
         return entry(
             spec["stage"],

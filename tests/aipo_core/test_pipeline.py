@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from aipo_cli.main import app
 from aipo_core import artifacts
+from aipo_core.access import ConfigRefused, ModelAccess
 from aipo_core.config import RunConfig
 from aipo_core.eval_sample import evaluation_sample
 from aipo_core.pipeline import STAGES, run, run_stage
@@ -53,7 +54,7 @@ def iteration_files(root: Path, run_id: str, k: int) -> dict[str, Path]:
 
 def test_aipo_run_local_two_iterations_on_tiny_model(tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(json.dumps(TINY))
+    config.write_text(json.dumps({**TINY, "training": {**TINY["training"], "keep_policies": "all"}}))
     result = CliRunner().invoke(
         app,
         ["run", str(config), "--local", "--home", str(tmp_path / "home"), "--run-id", "r1"],
@@ -159,8 +160,9 @@ def test_initial_pairs_replace_sampling_in_iteration_zero(tmp_path):
     ]
     dataset.write_text("\n".join(json.dumps(r) for r in rows))
     cfg = tiny_config(iterations=1, initial_pairs=str(dataset))
+    access = ModelAccess(data_roots=(tmp_path.resolve(),))
     for stage in STAGES[:3]:
-        summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="uf", iteration=0)
+        summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="uf", iteration=0, access=access)
     assert summary["imported"] == 4 and summary["pairs"] == 4
     pairs = artifacts.read_jsonl(iteration_files(tmp_path, "uf", 0)["pairs"])
     assert [p["chosen"][0]["content"] for p in pairs] == ["Blue."] * 4
@@ -200,6 +202,28 @@ def test_evaluate_reports_the_run_objectives_rewards_and_weights(tmp_path):
     assert headline["s_ref_length_gap_n"] == 5
 
 
+def test_old_policies_are_pruned_after_evaluate_and_the_run_still_resumes(tmp_path):
+    cfg = tiny_config(
+        iterations=3, training={**TINY["training"], "keep_policies": "last", "keep_best_policy": False}
+    )
+    history = run(cfg, artifact_root=tmp_path, run_id="p")
+    present = [k for k in range(3) if iteration_files(tmp_path, "p", k)["policy"].exists()]
+    assert present == [2]
+    # Resuming a finished run, and re-running its last evaluation, need no deleted folder.
+    assert run(cfg, artifact_root=tmp_path, run_id="p") == history
+    (artifacts.iteration_dir(tmp_path, "p", 2) / "stage_evaluate.json").unlink()
+    again = run_stage("evaluate", cfg, artifact_root=tmp_path, run_id="p", iteration=2)
+    assert again["alpaca_eval/n"] == history[2]["evaluate"]["alpaca_eval/n"]
+
+
+def test_the_worker_side_check_refuses_before_anything_is_loaded_or_written(tmp_path):
+    cfg = tiny_config(ranker={"kind": "reward_model", "model": "evil/reward-model"})
+    access = ModelAccess(hub_models=("llm-blender/PairRM",))
+    with pytest.raises(ConfigRefused, match="ranker.model: hub model 'evil/reward-model' is not on"):
+        run_stage("self_instruct", cfg, artifact_root=tmp_path, run_id="x", iteration=0, access=access)
+    assert not artifacts.run_dir(tmp_path, "x").exists()
+
+
 def test_stage_and_iteration_are_validated(tmp_path):
     with pytest.raises(ValueError, match="stage 'sample' is unknown"):
         run_stage("sample", tiny_config(), artifact_root=tmp_path, run_id="r", iteration=0)
@@ -230,7 +254,7 @@ def test_one_iteration_on_smollm2_with_self_rewarding_judge(tmp_path):
             "evaluation": {"benchmarks": ["alpaca_eval"], "limit": 2, "max_new_tokens": 24},
         }
     )
-    history = run(cfg, artifact_root=tmp_path, run_id="smol")
+    history = run(cfg, artifact_root=tmp_path, run_id="smol", access=ModelAccess(data_roots=(tmp_path,)))
     files = iteration_files(tmp_path, "smol", 0)
     assert artifacts.read_jsonl(files["pairs"])
     assert history[0]["evaluate"]["alpaca_eval/n"] == 2

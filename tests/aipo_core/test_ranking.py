@@ -1,12 +1,11 @@
 """Rankers (PairRM via llm-blender, reward model, LLM judge), ranking and pair selection."""
 
-import json
 import math
-import warnings
 
 import pytest
 import torch
 
+from aipo_core.access import AccessError, ModelAccess
 from aipo_core.models import load_model_and_tokenizer
 from aipo_core.pairrm_compat import apply_pairrm_compat, import_llm_blender
 from aipo_core.ranking import (
@@ -19,6 +18,7 @@ from aipo_core.ranking import (
     rank_candidates,
     select_pairs,
 )
+from tests.aipo_core.checkpoints import build_tiny_pairrm, tiny_deberta_config, tiny_wordpiece_tokenizer
 
 PROMPT = "Name a fruit that is rich in vitamin C."
 CANDIDATES = ["An orange.", "Oranges and kiwis are rich in vitamin C.", "I like cars.", "Lemon"]
@@ -32,86 +32,17 @@ def tiny(tmp_path_factory):
 # --------------------------------------------------------------------------- PairRM (tiny, offline)
 
 
-def _tiny_wordpiece_tokenizer(folder):
-    """A BERT/DeBERTa-style tokenizer ([CLS] text [SEP]) trained offline on a few words."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-    core = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    corpus = [PROMPT, *CANDIDATES, "hello how are you fine thanks bye good bad answer question"]
-    core.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
-    core.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        unk_token="[UNK]",
-        mask_token="[MASK]",
-        model_max_length=512,
-    )
-    tokenizer.save_pretrained(folder)
-    return tokenizer
-
-
-def _tiny_deberta_config(tokenizer, **extra):
-    from transformers import DebertaV2Config
-
-    return DebertaV2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        relative_attention=True,
-        position_buckets=64,
-        pos_att_type=["p2c", "c2p"],
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
-    )
+@pytest.fixture(scope="module")
+def pairrm_access(tmp_path_factory):
+    """A data root holding the tiny PairRM checkpoint and its backbone."""
+    root = tmp_path_factory.mktemp("pairrm")
+    return root, ModelAccess(data_roots=(root.resolve(),))
 
 
 @pytest.fixture(scope="module")
-def tiny_pairrm(tmp_path_factory):
-    """A PairRM-shaped checkpoint folder: config.json is an llm-blender RankerConfig (like the hub's
-    llm-blender/PairRM, whose backbone is microsoft/deberta-v3-large) + model.safetensors."""
-    import safetensors.torch
-    from transformers import DebertaV2Model
-
-    llm_blender = import_llm_blender()
-    from llm_blender.blender.blender_utils import load_ranker
-
-    root = tmp_path_factory.mktemp("pairrm")
-    backbone, ranker_dir = root / "backbone", root / "ranker"
-    tokenizer = _tiny_wordpiece_tokenizer(backbone)
-    torch.manual_seed(0)
-    DebertaV2Model(_tiny_deberta_config(tokenizer)).save_pretrained(backbone)
-    ranker_config = {
-        "ranker_type": "pairranker",
-        "model_type": "deberta",
-        "model_name": str(backbone),
-        "source_maxlength": 64,
-        "candidate_maxlength": 32,
-        "n_tasks": 1,
-        "drop_out": 0.05,
-        "fp16": False,
-    }
-    ranker_dir.mkdir()
-    (ranker_dir / "config.json").write_text(json.dumps(ranker_config))
-    with warnings.catch_warnings():  # dataclasses-json warns about every None field of RankerConfig
-        warnings.simplefilter("ignore", RuntimeWarning)
-        config = llm_blender.RankerConfig.from_dict({**ranker_config, "cache_dir": str(root)})
-    ranker, _, _ = load_ranker(config)
-    safetensors.torch.save_model(ranker, str(ranker_dir / "model.safetensors"))
-    return PairRMRanker(str(ranker_dir), batch_size=2, device="cpu")
+def tiny_pairrm(pairrm_access):
+    root, access = pairrm_access
+    return PairRMRanker(str(build_tiny_pairrm(root)), access=access, batch_size=2, device="cpu")
 
 
 def test_pairrm_compat_is_idempotent_and_makes_llm_blender_importable():
@@ -149,11 +80,15 @@ def test_pairrm_pairwise_preference_is_complementary_and_agrees_with_scores(tiny
     assert (p_ab > 0.5) == (score_a > score_b)
 
 
-def test_make_ranker_pairrm_accepts_a_local_folder_and_names_a_bad_one(tiny_pairrm, tmp_path):
+def test_make_ranker_pairrm_accepts_a_local_folder_and_names_a_bad_one(tiny_pairrm, pairrm_access):
+    root, access = pairrm_access
     folder = tiny_pairrm.blender.ranker_config.load_checkpoint
-    assert isinstance(make_ranker("pairrm", folder, batch_size=1, device="cpu"), PairRMRanker)
-    with pytest.raises(FileNotFoundError, match="ranker.model: .* has no config.json"):
-        make_ranker("pairrm", str(tmp_path), device="cpu")
+    assert isinstance(make_ranker("pairrm", folder, access=access, batch_size=1, device="cpu"), PairRMRanker)
+    (root / "empty").mkdir()
+    with pytest.raises(AccessError, match="ranker.model: .*empty has no readable config.json"):
+        make_ranker("pairrm", str(root / "empty"), access=access, device="cpu")
+    with pytest.raises(AccessError, match="ranker.model: local path .* outside the allowed data roots"):
+        make_ranker("pairrm", folder, device="cpu")  # the default policy reads no local path
 
 
 # --------------------------------------------------------------------------- reward model
@@ -171,7 +106,8 @@ def chat_reward_model(tiny, tmp_path_factory):
     folder = tmp_path_factory.mktemp("rm")
     classifier.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return make_ranker("reward_model", str(folder), batch_size=3, device="cpu")
+    access = ModelAccess(data_roots=(folder.resolve(),))
+    return make_ranker("reward_model", str(folder), access=access, batch_size=3, device="cpu")
 
 
 def _unbatched_reward(ranker, prompt, response):
@@ -201,12 +137,11 @@ def test_reward_model_preference_is_bradley_terry(chat_reward_model):
 def test_text_pair_reward_model_without_chat_template(tmp_path):
     from transformers import DebertaV2ForSequenceClassification
 
-    tokenizer = _tiny_wordpiece_tokenizer(tmp_path)
+    tokenizer = tiny_wordpiece_tokenizer(tmp_path)
     torch.manual_seed(0)
-    DebertaV2ForSequenceClassification(_tiny_deberta_config(tokenizer, num_labels=1)).save_pretrained(
-        tmp_path
-    )
-    ranker = make_ranker("reward_model", str(tmp_path), batch_size=2, device="cpu")
+    DebertaV2ForSequenceClassification(tiny_deberta_config(tokenizer, num_labels=1)).save_pretrained(tmp_path)
+    access = ModelAccess(data_roots=(tmp_path.resolve(),))
+    ranker = make_ranker("reward_model", str(tmp_path), access=access, batch_size=2, device="cpu")
     assert ranker.tokenizer.chat_template is None
     single = [ranker.rewards([PROMPT], [c])[0] for c in CANDIDATES]
     assert ranker.score(PROMPT, CANDIDATES) == pytest.approx(single, abs=1e-4)

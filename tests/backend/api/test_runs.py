@@ -55,10 +55,10 @@ def test_local_paths_must_be_under_allowed_roots(api: Api, tmp_path_factory) -> 
     inside = api.home / "pairs.jsonl"
     inside.write_text("{}\n")
     assert api.client.post("/api/v1/runs", json=run_config(initial_pairs=str(inside))).status_code == 201
-    assert (
-        api.client.post("/api/v1/runs", json=run_config(model="HuggingFaceTB/SmolLM2-135M")).status_code
-        == 201
-    )
+    hub = run_config(model="HuggingFaceTB/SmolLM2-135M")
+    assert api.client.post("/api/v1/runs", json=hub).status_code == 422  # not on the default allow-list
+    api.settings.allowed_hub_models = ["HuggingFaceTB/*"]
+    assert api.client.post("/api/v1/runs", json=hub).status_code == 201
 
 
 def test_trust_remote_code_refused_unless_enabled(api: Api) -> None:
