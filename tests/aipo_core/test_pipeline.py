@@ -179,8 +179,9 @@ def test_evaluate_reports_the_run_objectives_rewards_and_weights(tmp_path):
     ]
     dataset.write_text("\n".join(json.dumps(r) for r in rows))
     cfg = tiny_config(iterations=1, initial_pairs=str(dataset), objective={"name": "rdpo", "alpha": 0.05})
+    access = ModelAccess(data_roots=(tmp_path,))
     for stage in STAGES:
-        summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="rd", iteration=0)
+        summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="rd", iteration=0, access=access)
     files = iteration_files(tmp_path, "rd", 0)
     pairs = artifacts.read_jsonl(files["pairs"])
     per_pair = artifacts.read_jsonl(files["pair_diagnostics"])
