@@ -36,6 +36,9 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+# Set on a tokenizer whose checkpoint has no chat template and that got CHATML_TEMPLATE from us:
+# the model was never trained on that format, which stages record (`imposed_chat_template`).
+IMPOSED_CHAT_TEMPLATE_ATTR = "aipo_imposed_chat_template"
 
 # Training text for the tiny tokenizer: enough English to learn common merges. Byte-level BPE
 # still encodes any string, so coverage only affects sequence length, never correctness.
@@ -192,7 +195,13 @@ def load_tokenizer(spec: str, *, cache_dir: Path | str | None = None, trust_remo
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:
         tokenizer.chat_template = CHATML_TEMPLATE
+        setattr(tokenizer, IMPOSED_CHAT_TEMPLATE_ATTR, "chatml")
     return tokenizer
+
+
+def imposed_chat_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The name of the chat template `load_tokenizer` imposed on a tokenizer that had none, else None."""
+    return getattr(tokenizer, IMPOSED_CHAT_TEMPLATE_ATTR, None)
 
 
 def load_model_and_tokenizer(
