@@ -261,8 +261,10 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
     pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
     if not pairs:
         raise ValueError(
-            f"iteration {ctx.iteration}: no preference pairs survived ranking and filtering; "
-            "raise self_instruct.num_instructions or generation.num_candidates"
+            f"iteration {ctx.iteration}: no preference pairs survived ranking and filtering "
+            f"(counts per reason in {stage_summary_path(ctx, 'rank').name}); raise "
+            "self_instruct.num_instructions or generation.num_candidates, or generation.max_new_tokens "
+            "when candidates are cut off before EOS (dropped_unfinished)"
         )
     model, tokenizer = _load_policy(ctx, ctx.policy_in())
     template = _chat_template_note(tokenizer)
@@ -284,6 +286,8 @@ def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenize
     """Copies of `pairs` with `model`'s summed response log-probs, tokenized as the trainer does."""
     from aipo_core.training import attach_reference_logps
 
+    if not pairs:
+        return []  # the train stage says why there is nothing to train on
     training = ctx.config.training
     return attach_reference_logps(
         pairs,
