@@ -14,16 +14,14 @@ The same two criteria keep an iteration from re-training on an earlier iteration
 The pipeline applies the rule to every prompt pool (at load), every imported preference set and
 every generated or topped-up instruction, and counts what it drops per reason (`REASONS`).
 
-The benchmark index is built once per process (`benchmark_index`): ~1.5k prompts tokenized in
-well under a second; checking a few hundred instructions against it takes about a second
-(bench/decontamination.py).
+The benchmark index is built once per process (`benchmark_index`, ~0.1 s for 1,465 prompts);
+a check then takes ~0.2 ms per prompt (bench/decontamination.py).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
@@ -59,7 +57,7 @@ class PromptIndex:
         self._similar.add(prompt)
 
     def match(self, text: str) -> str | None:
-        """ "exact", "similar" (ROUGE-L ≥ threshold) or None."""
+        """Which match `text` is: "exact", "similar" (ROUGE-L ≥ threshold) or None."""
         if normalize(text) in self._exact:
             return "exact"
         if self._similar.is_duplicate(text):
@@ -88,7 +86,7 @@ class Decontaminator:
         self.earlier = PromptIndex(earlier_instructions)
 
     def benchmark_reason(self, text: str) -> str | None:
-        """ "benchmark_exact", "benchmark_similar" or None."""
+        """Which benchmark match `text` is: "benchmark_exact", "benchmark_similar" or None."""
         found = self.benchmarks.match(text)
         return f"benchmark_{found}" if found else None
 
@@ -128,11 +126,3 @@ def user_turns(prompt: str | Sequence[dict[str, str]]) -> list[str]:
     if isinstance(prompt, str):
         return [prompt]
     return [message["content"] for message in prompt if message.get("role") == "user"]
-
-
-def merge_counts(*counts: dict[str, int]) -> Counter[str]:
-    """Per-reason totals of several `clean_*` results (every reason present, zeros included)."""
-    total: Counter[str] = Counter(dict.fromkeys(REASONS, 0))
-    for part in counts:
-        total.update(part)
-    return total

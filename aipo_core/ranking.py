@@ -507,8 +507,8 @@ def training_lengths(pair: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[in
 def length_violation(
     lengths: tuple[int, int, int], max_prompt_tokens: int, max_length: int | None
 ) -> str | None:
-    """ "prompt_too_long" when training would cut the prompt (over `max_prompt_tokens`),
-    "response_too_long" when it would cut a response (prompt + response over `max_length`, the
+    """Whether training would cut the pair, from its `training_lengths`: "prompt_too_long" (over
+    `max_prompt_tokens`), "response_too_long" (prompt + longer response over `max_length`, the
     collator's budget: the cut response would lose its end-of-turn and be trained on as if it
     stopped there), else None. `max_length` None = no budget."""
     prompt, chosen, rejected = lengths
