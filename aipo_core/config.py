@@ -86,6 +86,11 @@ class GenerationConfig(StrictModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1, le=8192)
     batch_size: int = Field(8, ge=1, le=256, description="Prompts per generate() call.")
+    keep_unfinished: bool = Field(
+        False,
+        description="Also pair candidates cut off at max_new_tokens (by default only those that "
+        "stopped at EOS are ranked and trained on).",
+    )
 
 
 class RankerConfig(StrictModel):

@@ -491,9 +491,12 @@ def generate_candidates(
 ) -> tuple[list[dict], dict[str, float]]:
     """instructions.jsonl records -> (candidates.jsonl records, summary stats).
 
-    Each instruction becomes one user turn. The stats are throughput (`tokens_per_s`,
-    `generated_tokens`, `elapsed_s`) and candidate lengths in tokens (`length_mean|min|max`,
-    `finished_fraction` = share that stopped at EOS rather than at max_new_tokens). With a `sink`,
+    Each instruction becomes one user turn. A record holds, per candidate, its text, its length in
+    generated tokens (`lengths`) and whether it stopped at EOS (`finished`; False = cut off at
+    max_new_tokens: the rank stage does not train on it unless generation.keep_unfinished). The
+    stats are throughput (`tokens_per_s`, `generated_tokens`, `elapsed_s`) and candidate lengths
+    in tokens (`length_mean|min|max`, `finished_fraction` = share that stopped at EOS rather than
+    at max_new_tokens). With a `sink`,
     every generator batch emits a progress event and a `generate/*` metric event (step = batch
     index), and the end a `generate/total_*` metric event with the stats.
     """
@@ -533,9 +536,16 @@ def generate_candidates(
             }
         )
     records = [
-        {"id": rid, "instruction": text, "prompt": prompt, "candidates": texts, "lengths": lengths}
-        for (rid, text), prompt, texts, lengths in zip(
-            validated, prompts, result.texts, result.lengths, strict=True
+        {
+            "id": rid,
+            "instruction": text,
+            "prompt": prompt,
+            "candidates": texts,
+            "lengths": lengths,
+            "finished": finished,
+        }
+        for (rid, text), prompt, texts, lengths, finished in zip(
+            validated, prompts, result.texts, result.lengths, result.finished, strict=True
         )
     ]
     return records, stats

@@ -55,6 +55,9 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+# Set on a tokenizer whose checkpoint has no chat template and that got CHATML_TEMPLATE from us:
+# the model was never trained on that format, which stages record (`imposed_chat_template`).
+IMPOSED_CHAT_TEMPLATE_ATTR = "aipo_imposed_chat_template"
 
 # Training text for the tiny tokenizer: enough English to learn common merges. Byte-level BPE
 # still encodes any string, so coverage only affects sequence length, never correctness.
@@ -279,6 +282,7 @@ def _tokenizer_at(
         tokenizer.pad_token = tokenizer.eos_token
     if chat and tokenizer.chat_template is None:
         tokenizer.chat_template = CHATML_TEMPLATE
+        setattr(tokenizer, IMPOSED_CHAT_TEMPLATE_ATTR, "chatml")
     return tokenizer
 
 
@@ -295,6 +299,11 @@ def load_tokenizer(
         spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
     )
     return _tokenizer_at(location, access)
+
+
+def imposed_chat_template(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """The name of the chat template `load_tokenizer` imposed on a tokenizer that had none, else None."""
+    return getattr(tokenizer, IMPOSED_CHAT_TEMPLATE_ATTR, None)
 
 
 def load_model_and_tokenizer(

@@ -23,6 +23,7 @@ summary without touching the model. Every model and data file is loaded under th
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when
     from aipo_core.eval_sample import EvalSample
     from aipo_core.evaluation import PairwiseJudge
 
+logger = logging.getLogger(__name__)
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
 
@@ -106,13 +108,52 @@ def _load_policy(ctx: StageContext, spec: str, field: str):
     )
 
 
+def _chat_template_note(tokenizer) -> dict[str, Any]:
+    """Summary fields saying whether the prompts were formatted with the model's own chat template
+    or with one we imposed because the checkpoint has none (a format the model never saw)."""
+    from aipo_core.models import imposed_chat_template
+
+    imposed = imposed_chat_template(tokenizer)
+    if imposed is None:
+        return {"chat_template": "model", "imposed_chat_template": 0}
+    logger.warning(
+        "the model has no chat template; prompts use %s, imposed by AIPO Lab (the model was not "
+        "trained on this format)",
+        imposed,
+    )
+    return {"chat_template": f"{imposed} (imposed)", "imposed_chat_template": 1}
+
+
+def _earlier_instructions(ctx: StageContext) -> list[str]:
+    """Every instruction of iterations 0..k-1 of this run (their instructions.jsonl)."""
+    texts: list[str] = []
+    for j in range(ctx.iteration):
+        path = artifacts.iteration_dir(ctx.artifact_root, ctx.run_id, j) / "instructions.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"iteration {j} has no instructions.jsonl; run its stages first")
+        texts += [record["instruction"] for record in artifacts.read_jsonl(path)]
+    return texts
+
+
+def _decontamination_summary(*counts: dict[str, int]) -> dict[str, int]:
+    """`decontaminated` (total) and `decontaminated_{reason}` over several per-reason counts."""
+    from aipo_core.decontamination import REASONS
+
+    totals = {reason: sum(part.get(reason, 0) for part in counts) for reason in REASONS}
+    return {"decontaminated": sum(totals.values()), **{f"decontaminated_{r}": n for r, n in totals.items()}}
+
+
 def _imports_initial_pairs(ctx: StageContext) -> bool:
     """Iteration 0 of a run seeded with an existing preference dataset skips sampling."""
     return ctx.iteration == 0 and ctx.config.initial_pairs is not None
 
 
 def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
+    """New instructions, none of them a benchmark prompt or an earlier iteration's instruction
+    (`aipo_core.decontamination`): the pool is cleaned at load, generated instructions and
+    pool top-ups are checked one by one; `decontaminated*` counts all three."""
     from aipo_core.data.pools import load_prompt_pool
+    from aipo_core.decontamination import Decontaminator
     from aipo_core.self_instruct import generate_instructions, top_up_from_pool
 
     if _imports_initial_pairs(ctx):
@@ -121,14 +162,28 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.data.pools import BUNDLED_POOLS
 
     cfg = ctx.config.self_instruct
-    pool = load_prompt_pool(ctx.access.check_data_spec(ctx.config.prompt_pool, "prompt_pool", BUNDLED_POOLS))
+    decontaminator = Decontaminator(_earlier_instructions(ctx))
+    pool_spec = ctx.access.check_data_spec(ctx.config.prompt_pool, "prompt_pool", BUNDLED_POOLS)
+    pool, pool_drops = decontaminator.clean_prompts(load_prompt_pool(pool_spec))
+    if not pool:
+        raise ValueError(f"prompt_pool {ctx.config.prompt_pool!r}: every prompt is a benchmark prompt")
     model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
     result = generate_instructions(
-        model, tokenizer, pool, cfg, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
+        model,
+        tokenizer,
+        pool,
+        cfg,
+        seed=ctx.config.seed + ctx.iteration,
+        sink=ctx.sink,
+        decontaminator=decontaminator,
     )
     generated = len(result.instructions)
-    instructions = top_up_from_pool(
-        result.instructions, pool, cfg.num_instructions, seed=ctx.config.seed + ctx.iteration
+    instructions, top_up_drops = top_up_from_pool(
+        result.instructions,
+        pool,
+        cfg.num_instructions,
+        seed=ctx.config.seed + ctx.iteration,
+        decontaminator=decontaminator,
     )
     artifacts.write_jsonl_atomic(ctx.dir / "instructions.jsonl", instructions)
     return {
@@ -138,6 +193,8 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
         "calls": result.calls,
         "tokens_per_s": result.tokens_per_s,
         **{f"dropped_{rule}": n for rule, n in result.drop_counts.items()},
+        **_decontamination_summary(pool_drops, result.drop_counts, top_up_drops),
+        "decontaminated_pool": sum(pool_drops.values()),
     }
 
 
@@ -168,23 +225,43 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
         instructions, generator, ctx.config.generation, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
     artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", records)
-    return {"prompts": len(records), **stats}
+    unfinished = sum(not done for record in records for done in record["finished"])
+    return {"prompts": len(records), **stats, "unfinished": unfinished, **_chat_template_note(tokenizer)}
 
 
 def stage_rank(ctx: StageContext) -> dict[str, Any]:
-    from aipo_core.ranking import make_ranker, rank_candidates, select_pairs
+    """Pairs from the candidates (unfinished ones excluded unless generation.keep_unfinished), or
+    the imported preference set for an initial_pairs iteration 0, decontaminated and cut to what
+    training can take whole; then the reference log-probs."""
+    from aipo_core.ranking import exclude_unfinished, make_ranker, rank_candidates, select_pairs
 
     model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
     training = ctx.config.training
-    summary: dict[str, Any] = {}
+    summary: dict[str, Any] = _chat_template_note(tokenizer)
     if _imports_initial_pairs(ctx):
         from aipo_core.data.preferences import load_preference_pairs
+        from aipo_core.decontamination import Decontaminator
+        from aipo_core.ranking import filter_by_training_length
 
         path = ctx.access.check_path(ctx.config.initial_pairs, "initial_pairs")
-        pairs = load_preference_pairs(path, tokenizer=tokenizer)
-        summary["imported"] = len(pairs)
+        imported = load_preference_pairs(path, tokenizer=tokenizer)
+        pairs, contaminated = Decontaminator().clean_pairs(imported)
+        pairs, too_long = filter_by_training_length(
+            pairs, tokenizer, max_prompt_tokens=training.max_prompt_length, max_length=training.max_length
+        )
+        summary |= {
+            "imported": len(imported),
+            **_decontamination_summary(contaminated),
+            **{f"dropped_{reason}": n for reason, n in too_long.items()},
+        }
     else:
         candidates = artifacts.read_jsonl(ctx.dir / "candidates.jsonl")
+        summary["candidates"] = len(candidates)
+        finished_only, unfinished = exclude_unfinished(candidates)
+        if ctx.config.generation.keep_unfinished:
+            unfinished["dropped_unfinished"] = 0
+        else:
+            candidates = finished_only
         ranker = make_ranker(
             ctx.config.ranker.kind,
             ctx.config.ranker.model,
@@ -200,9 +277,12 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             scores,
             tokenizer=tokenizer,
             max_prompt_tokens=training.max_prompt_length,
-            max_response_tokens=training.max_length - training.max_prompt_length,
+            max_length=training.max_length,
         )
-        summary |= {"candidates": len(candidates), **{f"dropped_{k}": v for k, v in drops.items()}}
+        summary |= {
+            **unfinished,
+            **{f"dropped_{k}": v for k, v in drops.items()},
+        }
     ctx.progress(0.8, "reference log-probs")
     pairs = _score_pairs(ctx, pairs, model, tokenizer)
     artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
@@ -220,10 +300,13 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
     pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
     if not pairs:
         raise ValueError(
-            f"iteration {ctx.iteration}: no preference pairs survived ranking and filtering; "
-            "raise self_instruct.num_instructions or generation.num_candidates"
+            f"iteration {ctx.iteration}: no preference pairs survived ranking and filtering "
+            f"(counts per reason in {stage_summary_path(ctx, 'rank').name}); raise "
+            "self_instruct.num_instructions or generation.num_candidates, or generation.max_new_tokens "
+            "when candidates are cut off before EOS (dropped_unfinished)"
         )
     model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
+    template = _chat_template_note(tokenizer)
     # train_policy saves atomically: policy/ exists only once it is complete.
     result = train_policy(
         model,
@@ -235,13 +318,15 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         seed=ctx.config.seed + ctx.iteration,
         sink=ctx.sink,
     )
-    return {"steps": result.steps, **result.metrics}
+    return {"steps": result.steps, **result.metrics, **template}
 
 
 def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[dict[str, Any]]:
     """Copies of `pairs` with `model`'s summed response log-probs, tokenized as the trainer does."""
     from aipo_core.training import attach_reference_logps
 
+    if not pairs:
+        return []  # the train stage says why there is nothing to train on
     training = ctx.config.training
     return attach_reference_logps(
         pairs,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from itertools import combinations
@@ -455,41 +456,88 @@ def contains_url(text: str) -> bool:
     return _URL.search(text) is not None
 
 
-def _token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+def exclude_unfinished(candidate_records: Sequence[dict]) -> tuple[list[dict], dict[str, int]]:
+    """Candidate records without the candidates cut off at max_new_tokens (``finished`` False).
+
+    A truncated response gets the chat template's end-of-turn appended in training, which would
+    teach the policy that stopping mid-sentence is a complete answer. Returns copies holding only
+    finished candidates (their `candidates`, `lengths`, `finished` filtered alike), minus the
+    records left with fewer than two, and the counts ``unfinished`` (candidates removed) and
+    ``dropped_unfinished`` (prompts removed for it). Records without ``finished`` (written before
+    the field existed) count as finished.
+    """
+    kept: list[dict] = []
+    counts = {"unfinished": 0, "dropped_unfinished": 0}
+    for record in candidate_records:
+        finished = record.get("finished") or [True] * len(record["candidates"])
+        if len(finished) != len(record["candidates"]):
+            raise ValueError(
+                f"candidate record {record.get('id')!r}: {len(finished)} finished flags for "
+                f"{len(record['candidates'])} candidates"
+            )
+        keep = [i for i, done in enumerate(finished) if done]
+        counts["unfinished"] += len(finished) - len(keep)
+        if len(keep) < 2 <= len(finished):
+            counts["dropped_unfinished"] += 1
+            continue
+        filtered = dict(record)
+        for field in ("candidates", "lengths", "finished"):
+            if field in record:
+                filtered[field] = [record[field][i] for i in keep]
+        kept.append(filtered)
+    return kept, counts
 
 
-def _prompt_tokens(tokenizer: PreTrainedTokenizerBase, prompt: list[dict]) -> int:
-    """Tokens of the prompt as the trainer feeds it: chat template with the assistant turn opened."""
-    return _token_count(
-        tokenizer, tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    )
+def training_lengths(pair: dict, tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int]:
+    """(prompt, chosen, rejected) token counts of a conversational pair exactly as training
+    tokenizes it (`aipo_core.training.tokenize_pair`): the prompt through the chat template with
+    the assistant turn opened, each response with the template's end-of-turn tokens."""
+    from aipo_core.training import tokenize_pair
+
+    ids = tokenize_pair(pair, tokenizer, max_prompt_length=sys.maxsize)  # untruncated
+    return len(ids["prompt_ids"]), len(ids["chosen_ids"]), len(ids["rejected_ids"])
 
 
-def _drop_reason(
-    record: dict,
-    row: Sequence[float],
-    best: int,
-    worst: int,
-    lengths: tuple[int, int, int],
-    max_prompt_tokens: int,
-    max_response_tokens: int | None,
-    tie_tolerance: float,
+def length_violation(
+    lengths: tuple[int, int, int], max_prompt_tokens: int, max_length: int | None
 ) -> str | None:
-    """The first pair filter the best/worst pair fails (DROP_REASONS order, after the candidate
-    count checked by the caller), else None."""
+    """Whether training would cut the pair, from its `training_lengths`: "prompt_too_long" (over
+    `max_prompt_tokens`), "response_too_long" (prompt + longer response over `max_length`, the
+    collator's budget: the cut response would lose its end-of-turn and be trained on as if it
+    stopped there), else None. `max_length` None = no budget."""
+    prompt, chosen, rejected = lengths
+    if prompt > max_prompt_tokens:
+        return "prompt_too_long"
+    if max_length is not None and prompt + max(chosen, rejected) > max_length:
+        return "response_too_long"
+    return None
+
+
+def filter_by_training_length(
+    pairs: Sequence[dict], tokenizer: PreTrainedTokenizerBase, *, max_prompt_tokens: int, max_length: int
+) -> tuple[list[dict], dict[str, int]]:
+    """Pairs training can take whole (see `length_violation`), and the drops per reason; for
+    imported preference sets, whose responses can be far longer than the training budget."""
+    kept: list[dict] = []
+    drops = {"prompt_too_long": 0, "response_too_long": 0}
+    for pair in pairs:
+        reason = length_violation(training_lengths(pair, tokenizer), max_prompt_tokens, max_length)
+        if reason is None:
+            kept.append(pair)
+        else:
+            drops[reason] += 1
+    return kept, drops
+
+
+def _selection_violation(
+    record: dict, row: Sequence[float], best: int, worst: int, tie_tolerance: float
+) -> str | None:
+    """The first of the filters that need no tokenizer the best/worst pair fails, else None."""
     candidates = record["candidates"]
-    prompt_len, chosen_len, rejected_len = lengths
     checks = (
         ("tie", row[best] - row[worst] <= tie_tolerance),
         ("identical_texts", candidates[best].strip() == candidates[worst].strip()),
         ("empty_chosen", not candidates[best].strip()),
-        ("prompt_too_long", prompt_len > max_prompt_tokens),
-        (
-            "response_too_long",
-            max_response_tokens is not None and max(chosen_len, rejected_len) > max_response_tokens,
-        ),
-        ("url_in_chosen", contains_url(candidates[best])),
     )
     return next((reason for reason, failed in checks if failed), None)
 
@@ -512,14 +560,16 @@ def select_pairs(
     *,
     tokenizer: PreTrainedTokenizerBase,
     max_prompt_tokens: int = 512,
-    max_response_tokens: int | None = None,
+    max_length: int | None = None,
     tie_tolerance: float = 1e-6,
 ) -> tuple[list[dict], dict[str, int]]:
     """chosen = highest-scored candidate, rejected = lowest; pairs failing a filter are dropped.
 
     Returns pairs.jsonl records (without the ref_* fields, which the rank stage adds from the
     reference model) and how many prompts each reason in `DROP_REASONS` dropped. Lengths are in
-    tokens of `tokenizer` (the policy's); `max_response_tokens` None = no response budget.
+    tokens of `tokenizer` (the policy's) as training tokenizes the pair (`training_lengths`);
+    `max_prompt_tokens`/`max_length` are training's max_prompt_length/max_length (None = no
+    budget). Unfinished candidates are removed beforehand (`exclude_unfinished`).
     """
     _validate_scores(candidate_records, scores)
     drops = dict.fromkeys(DROP_REASONS, 0)
@@ -531,25 +581,24 @@ def select_pairs(
             continue
         best = max(range(len(row)), key=row.__getitem__)
         worst = min(range(len(row)), key=row.__getitem__)
-        lengths = (
-            _prompt_tokens(tokenizer, record["prompt"]),
-            _token_count(tokenizer, candidates[best]),
-            _token_count(tokenizer, candidates[worst]),
-        )
-        reason = _drop_reason(
-            record, row, best, worst, lengths, max_prompt_tokens, max_response_tokens, tie_tolerance
-        )
+        pair = {
+            "id": record["id"],
+            "prompt": record["prompt"],
+            "chosen": [{"role": "assistant", "content": candidates[best]}],
+            "rejected": [{"role": "assistant", "content": candidates[worst]}],
+            "score_chosen": float(row[best]),
+            "score_rejected": float(row[worst]),
+        }
+        reason = _selection_violation(record, row, best, worst, tie_tolerance)
+        lengths = training_lengths(pair, tokenizer) if reason is None else (0, 0, 0)
+        reason = reason or length_violation(lengths, max_prompt_tokens, max_length)
+        reason = reason or ("url_in_chosen" if contains_url(candidates[best]) else None)
         if reason is not None:
             drops[reason] += 1
             continue
         pairs.append(
-            {
-                "id": record["id"],
-                "prompt": record["prompt"],
-                "chosen": [{"role": "assistant", "content": candidates[best]}],
-                "rejected": [{"role": "assistant", "content": candidates[worst]}],
-                "score_chosen": float(row[best]),
-                "score_rejected": float(row[worst]),
+            pair
+            | {
                 "chosen_length": lengths[1],
                 "rejected_length": lengths[2],
                 "chosen_chars": len(candidates[best]),

@@ -7,15 +7,20 @@ the completion prompt of the self-instruct reference implementation (yizhongw/se
 `encode_prompt`, reused by the AIPO code), fed to the tokenizer directly — no chat template.
 
 The output is then cleaned and filtered with the reference rules (DESIGN.md §1), one small named
-function per rule, and de-duplicated with ROUGE-L against the pool and against the instructions
-already accepted in this run. Every call ends in exactly one outcome (accepted, or dropped for one
-named reason), so ``len(instructions) + sum(drop_counts.values()) == calls``.
+function per rule, checked against the benchmarks and earlier iterations' instructions
+(`aipo_core.decontamination`), and de-duplicated with ROUGE-L against the pool and against the
+instructions already accepted in this run. Every call ends in exactly one outcome (accepted, or
+dropped for one named reason), so ``len(instructions) + sum(drop_counts.values()) == calls``.
 
 Deliberate differences from the reference code, each because the original damages good data:
 - the first letter is upper-cased instead of `str.capitalize()` (which lower-cases the rest,
   turning "NASA" into "nasa");
 - the answer markers ("answer:", "output:", "solution:", "a:") match at a word start, so
-  "Classify the data: ..." is not cut to "Classify the dat";
+  "Classify the data: ..." is not cut to "Classify the dat", and not after "&" or "/" ("Q&A:");
+  "A:" only counts after a "Q:" (a question and its answer), so "Compare plan A: ..." survives;
+- list numbering is recognised only at a line start and with the expected next number, so
+  "in 2010." or "in 10. steps" inside an instruction does not end it (the reference's stop
+  string "10." cut "2010." to "20");
 - lengths are whitespace tokens (the reference used tiktoken's gpt-3.5 encoding, a dependency
   the rest of the project does not need); the bounds 4..512 are the reference's.
 """
@@ -26,16 +31,16 @@ import random
 import re
 import string
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rouge_score import rouge_scorer, tokenizers
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from aipo_core.config import SelfInstructConfig
+from aipo_core.decontamination import Decontaminator
+from aipo_core.rouge import RougeDeduplicator
 
 Sink = Callable[[dict[str, Any]], None]
 
@@ -50,12 +55,16 @@ BLOCKED_WORDS = (
 TASK_HEADERS = ("Detailed instructions:", "Task definition:")
 _NUM_SAMPLES = 8  # raw outputs kept in SelfInstructResult.samples
 
-_NUMBERED_ITEM = re.compile(r"\n\d+\s?\.\s")
+# A number opening a line as a list item does: "\n10. ", "\n 10 .\n", or "\n10." at the very end.
+_LINE_NUMBER = re.compile(r"\n[ \t]*(?P<number>\d+)[ \t]?\.(?:[ \t]+|(?=\n)|$)")
+_NUMBER_SKIP = 3  # an item may be numbered next, next + 1 or next + 2
 _WHITESPACE = re.compile(r"\s+")
 _BLOCKED = re.compile(
     r"\b(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in BLOCKED_WORDS) + r")\b", re.IGNORECASE
 )
-_ANSWER_MARKER = re.compile(r"\b(?:answer|output|solution|a):", re.IGNORECASE)
+_MARKER_START = r"(?<![\w&/])"  # a word start, but not "Q&A:" or "Q/A:"
+_ANSWER_MARKER = re.compile(_MARKER_START + r"(?:answer|output|solution):", re.IGNORECASE)
+_QA_ANSWER = re.compile(_MARKER_START + r"Q:.*?" + _MARKER_START + r"(A):", re.IGNORECASE | re.DOTALL)
 
 # Drop reasons, in the order the filters run; also the keys of `SelfInstructResult.drop_counts`.
 # "surplus": outputs of the last batch left over once enough instructions were accepted.
@@ -67,6 +76,9 @@ DROP_REASONS = (
     "blocked_word",
     "write_a_program",
     "bad_first_char",
+    "benchmark_exact",
+    "benchmark_similar",
+    "earlier_iteration",
     "similar_to_pool",
     "similar_to_run",
     "surplus",
@@ -86,9 +98,10 @@ def encode_prompt(examples: Sequence[str]) -> str:
 
 
 def stop_strings(num_examples: int) -> list[str]:
-    """Strings that end the model's turn: the start of item ``num_examples + 2`` or a blank line."""
+    """Strings that end the model's turn: a blank line, or a line starting item ``num_examples + 2``
+    (only at a line start: "in 2010." or "in 10. steps" inside an instruction does not stop it)."""
     after_next = num_examples + 2
-    return ["\n\n", f"\n{after_next}", f"{after_next}.", f"{after_next} ."]
+    return ["\n\n", f"\n{after_next}.", f"\n{after_next} ."]
 
 
 # ---- cleaning: text transformations ------------------------------------------------------------
@@ -101,9 +114,20 @@ def truncate_at_stop(text: str, stops: Iterable[str]) -> str:
     return text[:cut]
 
 
-def split_numbered_items(text: str) -> list[str]:
-    """Split a continuation of a numbered list into its items ("... \\n10. ..." starts a new one)."""
-    return _NUMBERED_ITEM.split(text)
+def split_numbered_items(text: str, next_number: int) -> list[str]:
+    """Split a continuation of a numbered list into its items. An item starts a line with the
+    expected next number ("\\n10. ", then "\\n11. ", ...), or one of the two after it (small models
+    skip numbers). Any other number is part of the text: "in 2010.", "in 10. steps", the "1."
+    lines of a list the instruction itself contains, "10.5" on a line of its own."""
+    items = []
+    expected, start = next_number, 0
+    for match in _LINE_NUMBER.finditer(text):
+        number = int(match["number"])
+        if expected <= number < expected + _NUMBER_SKIP:
+            items.append(text[start : match.start()])
+            expected, start = number + 1, match.end()
+    items.append(text[start:])
+    return items
 
 
 def collapse_whitespace(text: str) -> str:
@@ -112,12 +136,13 @@ def collapse_whitespace(text: str) -> str:
 
 
 def cut_at_answer_marker(text: str) -> str:
-    """Drop an answer the model appended ("... Answer: 42"), unless the instruction shows an
-    example, whose "Output:" lines belong to the task."""
+    """Drop an answer the model appended ("... Answer: 42", "Q: ... A: 42"), unless the
+    instruction shows an example, whose "Output:" lines belong to the task."""
     if "example:" in text.lower():
         return text
-    match = _ANSWER_MARKER.search(text)
-    return text[: match.start()].strip() if match else text
+    starts = [m.start() for m in [_ANSWER_MARKER.search(text)] if m]
+    starts += [m.start(1) for m in [_QA_ANSWER.search(text)] if m]
+    return text[: min(starts)].strip() if starts else text
 
 
 def capitalize_first(text: str) -> str:
@@ -125,9 +150,11 @@ def capitalize_first(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def clean_response(text: str, stops: Iterable[str]) -> str:
-    """The one instruction of a model continuation: first numbered item, normalised."""
-    first_item = split_numbered_items(truncate_at_stop(text, stops))[0]
+def clean_response(text: str, num_examples: int) -> str:
+    """The one instruction of a model continuation of an `encode_prompt` prompt showing
+    `num_examples` examples: its first numbered item, normalised."""
+    truncated = truncate_at_stop(text, stop_strings(num_examples))
+    first_item = split_numbered_items(truncated, next_number=num_examples + 2)[0]
     return capitalize_first(cut_at_answer_marker(collapse_whitespace(first_item)))
 
 
@@ -190,57 +217,6 @@ def rule_violation(instruction: str) -> str | None:
     return next((name for name, drops in RULES if drops(instruction)), None)
 
 
-# ---- ROUGE-L de-duplication --------------------------------------------------------------------
-
-
-class RougeDeduplicator:
-    """Is a text a near-duplicate (ROUGE-L F1 > threshold) of any reference text?
-
-    Scores equal `rouge_score`'s RougeScorer(["rougeL"]) (same tokenizer, same LCS). References
-    are tokenized once; before the O(n·m) LCS, two cheap upper bounds on F1 = 2·LCS/(n+m) skip
-    references that cannot reach the threshold: LCS ≤ min(n, m) and LCS ≤ |bag-of-words overlap|.
-    """
-
-    def __init__(self, references: Iterable[str], threshold: float) -> None:
-        self.threshold = threshold
-        self._tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
-        self._references: list[tuple[list[str], Counter[str]]] = []
-        for text in references:
-            self.add(text)
-
-    def __len__(self) -> int:
-        return len(self._references)
-
-    def add(self, text: str) -> None:
-        tokens = self._tokenizer.tokenize(text)
-        self._references.append((tokens, Counter(tokens)))
-
-    def max_score(self, text: str) -> float:
-        """The highest ROUGE-L F1 against any reference (exact; no early exit)."""
-        tokens = self._tokenizer.tokenize(text)
-        return max((self._score(tokens, ref) for ref, _ in self._references), default=0.0)
-
-    def is_duplicate(self, text: str) -> bool:
-        tokens = self._tokenizer.tokenize(text)
-        if not tokens:
-            return False
-        bag = Counter(tokens)
-        for ref_tokens, ref_bag in self._references:
-            total = len(tokens) + len(ref_tokens)
-            if 2 * min(len(tokens), len(ref_tokens)) / total <= self.threshold:
-                continue
-            if 2 * sum((bag & ref_bag).values()) / total <= self.threshold:
-                continue
-            if self._score(tokens, ref_tokens) > self.threshold:
-                return True
-        return False
-
-    @staticmethod
-    def _score(tokens: list[str], ref_tokens: list[str]) -> float:
-        # rouge_score's own LCS scorer on pre-tokenized text (public API would re-tokenize both).
-        return rouge_scorer._score_lcs(ref_tokens, tokens).fmeasure
-
-
 # ---- the stage ---------------------------------------------------------------------------------
 
 
@@ -271,12 +247,15 @@ def generate_instructions(
     *,
     seed: int,
     sink: Sink | None = None,
+    decontaminator: Decontaminator | None = None,
 ) -> SelfInstructResult:
     """Ask `model` for up to ``config.num_instructions`` new instructions.
 
     Stops once that many are accepted or after ``num_instructions × max_attempts_factor`` calls;
     may return fewer (see `top_up_from_pool`). Same seed, model and pool → same result (the seed
-    is also set globally for torch, which `generate()` samples from).
+    is also set globally for torch, which `generate()` samples from). With a `decontaminator`,
+    outputs matching a benchmark prompt or an earlier iteration's instruction are dropped
+    (reasons "benchmark_exact", "benchmark_similar", "earlier_iteration").
     """
     if not pool:
         raise ValueError("pool: the prompt pool is empty")
@@ -306,8 +285,12 @@ def generate_instructions(
             if len(accepted) == config.num_instructions:
                 drop_counts["surplus"] += 1
                 continue
-            instruction = clean_response(raw, stops)
-            reason = rule_violation(instruction) or _similarity_violation(instruction, pool_dedup, run_dedup)
+            instruction = clean_response(raw, num_examples)
+            reason = (
+                rule_violation(instruction)
+                or (decontaminator.reason(instruction) if decontaminator else None)
+                or _similarity_violation(instruction, pool_dedup, run_dedup)
+            )
             if len(samples) < _NUM_SAMPLES:
                 samples.append({"output": raw, "instruction": instruction, "dropped": reason or ""})
             if reason:
@@ -382,18 +365,33 @@ def generate_completions(
 
 
 def top_up_from_pool(
-    instructions: Sequence[dict[str, str]], pool: Sequence[str], n: int, seed: int
-) -> list[dict[str, str]]:
+    instructions: Sequence[dict[str, str]],
+    pool: Sequence[str],
+    n: int,
+    seed: int,
+    *,
+    decontaminator: Decontaminator | None = None,
+) -> tuple[list[dict[str, str]], dict[str, int]]:
     """`instructions` plus pool prompts not already among them (sampled with `seed`) until there
     are `n`, marked ``"source": "pool"`` with id ``pool-{index in pool}``. Fewer than `n` only if
-    the pool runs out; a list already of length ≥ n is returned unchanged (as a new list)."""
+    the pool runs out; a list already of length ≥ n is returned unchanged (as a new list).
+
+    With a `decontaminator`, pool prompts it rejects (a benchmark prompt, or an instruction an
+    earlier iteration already trained on) are skipped; the second value counts them per reason.
+    """
     result = list(instructions)
+    skipped: dict[str, int] = {}
     used = {record["instruction"] for record in result}
     unused = [index for index, prompt in enumerate(pool) if prompt not in used]
     random.Random(seed).shuffle(unused)
-    for index in unused[: max(0, n - len(result))]:
+    for index in unused:
+        if len(result) >= n:
+            break
+        if decontaminator is not None and (reason := decontaminator.reason(pool[index])):
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
         result.append({"id": f"pool-{index:05d}", "instruction": pool[index], "source": "pool"})
-    return result
+    return result, skipped
 
 
 def _emit_progress(sink: Sink | None, accepted: int, wanted: int, calls: int, budget: int) -> None:

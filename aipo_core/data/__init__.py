@@ -1,7 +1,7 @@
 """Data shipped with AIPO Lab and the loaders for user data.
 
 - prompt pools (`load_prompt_pool`): instructions self-instruct imitates and the pipeline tops up
-  from; bundled: "self_instruct_seeds" (175 self-instruct seed tasks + 252 user-oriented ones);
+  from; bundled: "self_instruct_seeds" (the 175 self-instruct seed tasks);
 - benchmarks (`load_benchmark`): AlpacaEval 2.0, MT-Bench and Arena-Hard prompts with their
   baseline answers, plus MT-Bench's judge prompts (`load_judge_prompts`);
 - preference datasets (`load_preference_pairs`): TRL prompt/chosen/rejected JSONL as pairs.

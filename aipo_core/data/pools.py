@@ -15,13 +15,10 @@ from aipo_core.data.jsonl import PathLike, bundled_file, iter_jsonl
 
 SELF_INSTRUCT_SEEDS = "self_instruct_seeds"
 
-# Bundled pool name -> files, read in order. The self-instruct seed tasks come first so a pool's
-# order (and hence a seeded sample from it) is stable across releases.
+# Bundled pool name -> files, read in order. Bundled pools hold no benchmark prompt (files/SOURCES.md
+# says what was left out and why; tests/aipo_core/test_decontamination.py checks it).
 BUNDLED_POOLS: dict[str, tuple[str, ...]] = {
-    SELF_INSTRUCT_SEEDS: (
-        "prompts/self_instruct/seed_tasks.jsonl",
-        "prompts/self_instruct/user_oriented_instructions.jsonl",
-    ),
+    SELF_INSTRUCT_SEEDS: ("prompts/self_instruct/seed_tasks.jsonl",),
 }
 
 

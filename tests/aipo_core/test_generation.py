@@ -151,8 +151,13 @@ def test_generate_candidates_records_and_sink_events(tiny):
     for record, source in zip(records, instructions, strict=True):
         assert record["prompt"] == [{"role": "user", "content": source["instruction"]}]
         assert record["instruction"] == source["instruction"]
-        assert len(record["candidates"]) == len(record["lengths"]) == 2
+        assert len(record["candidates"]) == len(record["lengths"]) == len(record["finished"]) == 2
         assert all(isinstance(n, int) and 0 <= n <= 4 for n in record["lengths"])
+        # A candidate that did not stop at EOS was cut off at max_new_tokens.
+        assert all(
+            done is True or (done is False and n == 4)
+            for n, done in zip(record["lengths"], record["finished"], strict=True)
+        )
     progress = [e["fraction"] for e in events if e["kind"] == "progress"]
     metrics = [e for e in events if e["kind"] == "metric"]
     assert progress == pytest.approx([2 / 3, 1.0])
@@ -161,6 +166,9 @@ def test_generate_candidates_records_and_sink_events(tiny):
     assert stats["generated_tokens"] == sum(n for r in records for n in r["lengths"])
     assert metrics[-1]["values"]["generate/total_generated_tokens"] == stats["generated_tokens"]
     assert stats["tokens_per_s"] > 0 and 0 <= stats["finished_fraction"] <= 1
+    flags = [done for r in records for done in r["finished"]]
+    assert stats["finished_fraction"] == pytest.approx(sum(flags) / len(flags))
+    assert not all(flags)  # 4 tokens are too few for the random model to reach EOS every time
 
 
 def test_generate_candidates_names_the_bad_field(tiny):

@@ -13,7 +13,10 @@ from aipo_cli.main import app
 from aipo_core import artifacts
 from aipo_core.access import ConfigRefused, ModelAccess
 from aipo_core.config import RunConfig
+from aipo_core.data import load_benchmark
+from aipo_core.decontamination import Decontaminator
 from aipo_core.eval_sample import evaluation_sample
+from aipo_core.models import load_model_and_tokenizer
 from aipo_core.pipeline import STAGES, run, run_stage
 
 TINY = {
@@ -21,7 +24,8 @@ TINY = {
     "model": "tiny-random-llama",
     "iterations": 2,
     "self_instruct": {"num_instructions": 3, "max_new_tokens": 16, "max_attempts_factor": 1},
-    "generation": {"num_candidates": 2, "max_new_tokens": 12},
+    # Random weights almost never emit EOS: keep the cut-off candidates, or no pair survives.
+    "generation": {"num_candidates": 2, "max_new_tokens": 12, "keep_unfinished": True},
     "ranker": {"kind": "llm_judge", "model": "policy"},
     "objective": {"name": "aipo"},
     "training": {
@@ -101,6 +105,22 @@ def test_aipo_run_local_two_iterations_on_tiny_model(tmp_path):
     w0 = load_file(iteration_files(tmp_path / "home", "r1", 0)["policy"])
     w1 = load_file(iteration_files(tmp_path / "home", "r1", 1)["policy"])
     assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+    # Iteration 1 trains on no instruction of iteration 0 and on no benchmark prompt.
+    texts = [
+        {
+            r["instruction"]
+            for r in artifacts.read_jsonl(iteration_files(tmp_path / "home", "r1", k)["instructions"])
+        }
+        for k in (0, 1)
+    ]
+    assert texts[0] and texts[1] and not texts[0] & texts[1]
+    assert not any(Decontaminator().reason(t) for t in texts[0] | texts[1])
+    summary = json.loads(
+        (artifacts.iteration_dir(tmp_path / "home", "r1", 1) / "stage_self_instruct.json").read_text()
+    )
+    assert summary["decontaminated"] == sum(
+        summary[f"decontaminated_{r}"] for r in ("benchmark_exact", "benchmark_similar", "earlier_iteration")
+    )
 
 
 def test_resume_skips_completed_stages_and_survives_a_crash_inside_training(tmp_path):
@@ -149,6 +169,7 @@ def test_resume_skips_completed_stages_and_survives_a_crash_inside_training(tmp_
 
 
 def test_initial_pairs_replace_sampling_in_iteration_zero(tmp_path):
+    """Imported pairs are decontaminated and cut to what training takes whole (max_length 128)."""
     dataset = tmp_path / "prefs.jsonl"
     rows = [
         {
@@ -158,12 +179,16 @@ def test_initial_pairs_replace_sampling_in_iteration_zero(tmp_path):
         }
         for i in range(4)
     ]
+    rows.append({"prompt": load_benchmark("alpaca_eval")[600].instruction, "chosen": "A.", "rejected": "B."})
+    rows.append({"prompt": "Name a colour.", "chosen": "Blue. " * 100, "rejected": "Red."})
     dataset.write_text("\n".join(json.dumps(r) for r in rows))
     cfg = tiny_config(iterations=1, initial_pairs=str(dataset))
     access = ModelAccess(data_roots=(tmp_path.resolve(),))
     for stage in STAGES[:3]:
         summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="uf", iteration=0, access=access)
-    assert summary["imported"] == 4 and summary["pairs"] == 4
+    assert summary["imported"] == 6 and summary["pairs"] == 4
+    assert summary["decontaminated"] == summary["decontaminated_benchmark_exact"] == 1
+    assert summary["dropped_response_too_long"] == 1 and summary["dropped_prompt_too_long"] == 0
     pairs = artifacts.read_jsonl(iteration_files(tmp_path, "uf", 0)["pairs"])
     assert [p["chosen"][0]["content"] for p in pairs] == ["Blue."] * 4
     assert all(p["chosen_length"] > 0 and isinstance(p["ref_rejected_logps"], float) for p in pairs)
@@ -225,6 +250,73 @@ def test_the_worker_side_check_refuses_before_anything_is_loaded_or_written(tmp_
     assert not artifacts.run_dir(tmp_path, "x").exists()
 
 
+def test_unfinished_candidates_are_excluded_and_counted_by_the_rank_stage(tmp_path):
+    cfg = tiny_config(iterations=1, generation={"num_candidates": 2, "max_new_tokens": 12})
+    summaries = {s: run_stage(s, cfg, artifact_root=tmp_path, run_id="u", iteration=0) for s in STAGES[:3]}
+    candidates = artifacts.read_jsonl(iteration_files(tmp_path, "u", 0)["candidates"])
+    flags = [r["finished"] for r in candidates]
+    assert all(len(f) == 2 and all(isinstance(x, bool) for x in f) for f in flags)
+    cut_off = sum(not x for f in flags for x in f)
+    assert cut_off > 0 and summaries["generate"]["unfinished"] == cut_off
+    rank = summaries["rank"]
+    assert rank["unfinished"] == cut_off
+    assert rank["dropped_unfinished"] == sum(sum(f) < 2 for f in flags)
+    pairs = artifacts.read_jsonl(iteration_files(tmp_path, "u", 0)["pairs"])
+    kept_ids = {r["id"] for r in candidates if all(r["finished"])}
+    assert {p["id"] for p in pairs} <= kept_ids
+    assert rank["chat_template"] == "model" and rank["imposed_chat_template"] == 0
+
+
+def test_later_iteration_skips_benchmark_and_earlier_prompts_and_records_an_imposed_template(
+    tmp_path, caplog
+):
+    """Iteration 1 with a user pool holding two benchmark prompts, whose four clean prompts were
+    all iteration 0's instructions; θ_1 is the tiny model saved without a chat template."""
+    alpaca, mt_bench = load_benchmark("alpaca_eval")[700], load_benchmark("mt_bench")[3]
+    clean = [
+        "Give three tips for staying healthy.",
+        "Suggest a name for a bakery.",
+        "Write a haiku about autumn.",
+        "List three uses of a paperclip.",
+    ]
+    pool = tmp_path / "pool.jsonl"
+    rows = [{"instruction": t} for t in clean] + [
+        {"prompt": alpaca.instruction},
+        {"prompt": mt_bench.turns[1].upper()},
+    ]
+    pool.write_text("\n".join(json.dumps(r) for r in rows))
+    iter0 = artifacts.iteration_dir(tmp_path, "h", 0)
+    model, tokenizer = load_model_and_tokenizer("tiny-random-llama")
+    tokenizer.chat_template = None
+    model.save_pretrained(iter0 / "policy")
+    tokenizer.save_pretrained(iter0 / "policy")
+    artifacts.write_jsonl_atomic(
+        iter0 / "instructions.jsonl",
+        [{"id": f"pool-{i:05d}", "instruction": t, "source": "pool"} for i, t in enumerate(clean)],
+    )
+    cfg = tiny_config(
+        prompt_pool=str(pool),
+        self_instruct={"num_instructions": 4, "max_new_tokens": 16, "max_attempts_factor": 1},
+    )
+    summary = run_stage("self_instruct", cfg, artifact_root=tmp_path, run_id="h", iteration=1)
+    instructions = [
+        r["instruction"] for r in artifacts.read_jsonl(iteration_files(tmp_path, "h", 1)["instructions"])
+    ]
+    assert not set(instructions) & set(clean)
+    assert not any(Decontaminator().reason(t) for t in instructions)
+    assert summary["decontaminated_pool"] == 2 and summary["decontaminated_benchmark_exact"] == 2
+    assert summary["from_pool"] == 0 and summary["generated"] < 4
+    # Every clean pool prompt was offered as a top-up and refused.
+    assert summary["decontaminated_earlier_iteration"] == 4 + summary["dropped_earlier_iteration"]
+    assert summary["decontaminated"] == 2 + summary["decontaminated_earlier_iteration"] + (
+        summary["dropped_benchmark_exact"] + summary["dropped_benchmark_similar"]
+    )
+    with caplog.at_level("WARNING", logger="aipo_core.pipeline"):
+        generated = run_stage("generate", cfg, artifact_root=tmp_path, run_id="h", iteration=1)
+    assert generated["chat_template"] == "chatml (imposed)" and generated["imposed_chat_template"] == 1
+    assert "has no chat template" in caplog.text
+
+
 def test_stage_and_iteration_are_validated(tmp_path):
     with pytest.raises(ValueError, match="stage 'sample' is unknown"):
         run_stage("sample", tiny_config(), artifact_root=tmp_path, run_id="r", iteration=0)
@@ -241,7 +333,14 @@ def test_one_iteration_on_smollm2_with_self_rewarding_judge(tmp_path):
             "iterations": 1,
             "prompt_pool": str(_small_pool(tmp_path)),
             "self_instruct": {"num_instructions": 2, "max_new_tokens": 24, "max_attempts_factor": 1},
-            "generation": {"num_candidates": 2, "max_new_tokens": 24, "temperature": 0.9},
+            # SmolLM2's self-written instructions are mostly poems and stories: at a CPU-sized
+            # budget (even 160 tokens) no candidate reaches EOS, so this machinery test keeps them.
+            "generation": {
+                "num_candidates": 2,
+                "max_new_tokens": 24,
+                "temperature": 0.9,
+                "keep_unfinished": True,
+            },
             "ranker": {"kind": "llm_judge", "model": "policy"},
             "objective": {"name": "aipo", "beta": 0.1, "alpha": 0.05, "lambda_": 0.2},
             "training": {

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from aipo_core.access import AccessError, ModelAccess
+from aipo_core.config import GenerationConfig
+from aipo_core.generation import generate_candidates, make_generator
 from aipo_core.models import load_model_and_tokenizer
 from aipo_core.pairrm_compat import apply_pairrm_compat, import_llm_blender
 from aipo_core.ranking import (
@@ -14,10 +16,15 @@ from aipo_core.ranking import (
     PairRMRanker,
     RewardModelRanker,
     contains_url,
+    exclude_unfinished,
+    filter_by_training_length,
+    length_violation,
     make_ranker,
     rank_candidates,
     select_pairs,
+    training_lengths,
 )
+from aipo_core.training import tokenize_pair
 from tests.aipo_core.checkpoints import build_tiny_pairrm, tiny_deberta_config, tiny_wordpiece_tokenizer
 
 PROMPT = "Name a fruit that is rich in vitamin C."
@@ -243,13 +250,14 @@ def test_rank_candidates_scores_every_record_and_reports_progress(judge):
 # --------------------------------------------------------------------------- pair selection
 
 
-def _record(rid, candidates, instruction="Name a fruit."):
+def _record(rid, candidates, instruction="Name a fruit.", finished=None):
     return {
         "id": rid,
         "instruction": instruction,
         "prompt": [{"role": "user", "content": instruction}],
         "candidates": candidates,
         "lengths": [len(c.split()) for c in candidates],
+        "finished": [True] * len(candidates) if finished is None else finished,
     }
 
 
@@ -263,10 +271,15 @@ def test_select_pairs_keeps_best_and_worst_with_lengths(tiny):
     assert pair["chosen"] == [{"role": "assistant", "content": "A lemon, sour and bright."}]
     assert pair["rejected"] == [{"role": "assistant", "content": "Cars."}]
     assert (pair["score_chosen"], pair["score_rejected"]) == (0.9, -1.5)
-    assert pair["chosen_length"] == len(
-        tokenizer("A lemon, sour and bright.", add_special_tokens=False)["input_ids"]
+    # Lengths as training tokenizes the pair: the response plus the template's end of turn.
+    ids = tokenize_pair(pair, tokenizer, max_prompt_length=512)
+    assert (pair["chosen_length"], pair["rejected_length"]) == (
+        len(ids["chosen_ids"]),
+        len(ids["rejected_ids"]),
     )
-    assert pair["rejected_length"] == len(tokenizer("Cars.", add_special_tokens=False)["input_ids"])
+    assert pair["rejected_length"] == len(
+        tokenizer("Cars.<|im_end|>\n", add_special_tokens=False)["input_ids"]
+    )
     assert (pair["chosen_chars"], pair["rejected_chars"]) == (25, 5)
     assert not any(key.startswith("ref_") for key in pair)
 
@@ -289,7 +302,7 @@ def test_select_pairs_counts_each_drop_reason(tiny):
         [c[1] for c in cases],
         tokenizer=tokenizer,
         max_prompt_tokens=64,
-        max_response_tokens=40,
+        max_length=64,
     )
     assert [p["id"] for p in pairs] == ["ok"]
     assert drops == {reason: int(any(c[2] == reason for c in cases)) for reason in DROP_REASONS}
@@ -301,6 +314,77 @@ def test_select_pairs_without_response_budget_and_near_ties(tiny):
     pairs, drops = select_pairs(records, [[1.0, 0.0], [0.3, 0.3 + 1e-9]], tokenizer=tokenizer)
     assert [p["id"] for p in pairs] == ["long_resp"]
     assert drops["tie"] == 1
+
+
+def test_response_too_long_fires_exactly_past_the_training_budget(tiny):
+    """The budget is training's: prompt + response (with its end-of-turn) must fit max_length, or
+    the collator would cut the response and train on it as if it ended there."""
+    _, tokenizer = tiny
+    record = _record("r", ["Fine.", "word " * 30])
+    pair = {"prompt": record["prompt"], "chosen": [{"role": "assistant", "content": "word " * 30}]}
+    pair["rejected"] = [{"role": "assistant", "content": "Fine."}]
+    prompt_len, long_len, _ = training_lengths(pair, tokenizer)
+    fits = prompt_len + long_len
+    for max_length, kept in [(fits, True), (fits - 1, False)]:
+        pairs, drops = select_pairs([record], [[1.0, 0.0]], tokenizer=tokenizer, max_length=max_length)
+        assert (len(pairs), drops["response_too_long"]) == ((1, 0) if kept else (0, 1))
+    # The rule looks at the longer response, chosen or rejected.
+    assert length_violation((prompt_len, 3, long_len), 512, fits - 1) == "response_too_long"
+    assert length_violation((prompt_len, 3, long_len), prompt_len - 1, None) == "prompt_too_long"
+
+
+def test_imported_pairs_are_cut_to_what_training_takes_whole(tiny):
+    _, tokenizer = tiny
+
+    def pair(prompt, response):
+        return {
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant", "content": response}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+        }
+
+    pairs = [
+        pair("Name a fruit.", "An orange."),
+        pair("Name a fruit.", "word " * 200),
+        pair("word " * 200, "Ok."),
+    ]
+    kept, drops = filter_by_training_length(pairs, tokenizer, max_prompt_tokens=96, max_length=128)
+    assert kept == pairs[:1]
+    assert drops == {"prompt_too_long": 1, "response_too_long": 1}
+
+
+def test_unfinished_candidates_are_excluded_and_counted():
+    records = [
+        _record("all", ["a", "b", "c"]),
+        _record("some", ["a", "b", "c"], finished=[True, False, True]),
+        _record("one_left", ["a", "b"], finished=[False, True]),
+        _record("none_left", ["a", "b"], finished=[False, False]),
+        {k: v for k, v in _record("legacy", ["a", "b"]).items() if k != "finished"},
+    ]
+    kept, counts = exclude_unfinished(records)
+    assert [r["id"] for r in kept] == ["all", "some", "legacy"]
+    assert (
+        kept[1]["candidates"] == ["a", "c"]
+        and kept[1]["lengths"] == [1, 1]
+        and kept[1]["finished"] == [True, True]
+    )
+    assert records[1]["candidates"] == ["a", "b", "c"]  # the input is not modified
+    assert counts == {"unfinished": 4, "dropped_unfinished": 2}
+    with pytest.raises(ValueError, match="2 finished flags for 3 candidates"):
+        exclude_unfinished([_record("bad", ["a", "b", "c"], finished=[True, True])])
+
+
+def test_candidates_cut_off_by_max_new_tokens_never_become_pairs(tiny):
+    """A real generation with a 2-token budget: the candidates that did not reach EOS are gone."""
+    config = GenerationConfig(num_candidates=3, max_new_tokens=2, temperature=1.0)
+    instructions = [{"id": f"i{k}", "instruction": f"Name a fruit, take {k}."} for k in range(4)]
+    records, _ = generate_candidates(instructions, make_generator(config, *tiny), config, seed=0)
+    cut_off = sum(not done for r in records for done in r["finished"])
+    assert cut_off > 0
+    kept, counts = exclude_unfinished(records)
+    assert counts["unfinished"] == cut_off
+    assert all(all(r["finished"]) and len(r["candidates"]) >= 2 for r in kept)
+    assert len(kept) + counts["dropped_unfinished"] == len(records)
 
 
 def test_select_pairs_rejects_misshapen_scores(tiny):

@@ -2,14 +2,14 @@
 on the real tiny random Llama, and topping up from the pool."""
 
 import pytest
-from rouge_score import rouge_scorer
 
 from aipo_core.config import SelfInstructConfig
-from aipo_core.data import load_prompt_pool
+from aipo_core.data import load_benchmark
+from aipo_core.decontamination import Decontaminator, PromptIndex
 from aipo_core.models import load_model_and_tokenizer
+from aipo_core.rouge import RougeDeduplicator
 from aipo_core.self_instruct import (
     DROP_REASONS,
-    RougeDeduplicator,
     capitalize_first,
     clean_response,
     collapse_whitespace,
@@ -53,7 +53,7 @@ def test_encode_prompt_with_eight_examples_ends_at_nine():
 
 
 def test_stop_strings_stop_at_the_item_after_the_new_one():
-    assert stop_strings(8) == ["\n\n", "\n10", "10.", "10 ."]
+    assert stop_strings(8) == ["\n\n", "\n10.", "\n10 ."]
 
 
 # ---- text transformations --------------------------------------------------------------------
@@ -64,16 +64,33 @@ def test_truncate_at_earliest_stop():
     assert truncate_at_stop(" Write a haiku.\n10. Next", stops) == " Write a haiku."
     assert truncate_at_stop(" Write a haiku.\n\nAnd more", stops) == " Write a haiku."
     assert truncate_at_stop(" No stop here", stops) == " No stop here"
+    assert truncate_at_stop(" What happened in 2010. Name three events.", stops) == (
+        " What happened in 2010. Name three events."
+    )
 
 
 def test_split_numbered_items():
     text = " Write a haiku.\n10. Name a color.\n11 . Count to five.\n12.No space is not a new item"
-    assert split_numbered_items(text) == [
+    assert split_numbered_items(text, 10) == [
         " Write a haiku.",
         "Name a color.",
         "Count to five.\n12.No space is not a new item",
     ]
-    assert split_numbered_items("Version 2. is out") == ["Version 2. is out"]
+    assert split_numbered_items("Version 2. is out", 10) == ["Version 2. is out"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " Describe what happened in 2010. Name three events.",
+        " Explain how to bake bread in 10. steps",
+        " Sort these steps:\n1. Mix\n2. Bake\n3. Eat",  # a list inside the instruction
+        " Round this number:\n10.5",
+        " Name the year:\n2010.",
+    ],
+)
+def test_numbers_inside_an_instruction_do_not_split_it(text):
+    assert split_numbered_items(text, 10) == [text]
 
 
 def test_collapse_whitespace():
@@ -87,6 +104,9 @@ def test_collapse_whitespace():
         ("Reverse the word. Output: drow", "Reverse the word."),
         ("Solve x + 1 = 2. SOLUTION: x = 1", "Solve x + 1 = 2."),
         ("Q: Is water wet? A: yes", "Q: Is water wet?"),
+        ("Write a Q&A: five questions about recycling.", "Write a Q&A: five questions about recycling."),
+        ("Draft a Q/A: about refunds for the help page.", "Draft a Q/A: about refunds for the help page."),
+        ("Compare plan A: cheap, and plan B: fast.", "Compare plan A: cheap, and plan B: fast."),
         ("Classify the data: cats, dogs.", "Classify the data: cats, dogs."),  # "data:" is not "a:"
         ("Name the output: of a factory.", "Name the"),
         ("Follow the example: Input: 1 Output: 2", "Follow the example: Input: 1 Output: 2"),
@@ -112,7 +132,26 @@ def test_capitalize_first_keeps_the_rest():
     ],
 )
 def test_clean_response_on_hand_written_outputs(raw, expected):
-    assert clean_response(raw, stop_strings(8)) == expected
+    assert clean_response(raw, 8) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (" list the main events of 2010.\n10. Next task", "List the main events of 2010."),
+        (
+            " Describe what happened in 2010. Name three events.",
+            "Describe what happened in 2010. Name three events.",
+        ),
+        (
+            " Write a Q&A: three questions about the water cycle.",
+            "Write a Q&A: three questions about the water cycle.",
+        ),
+        (" Sort these steps:\n1. Mix\n2. Bake\n10. Next task", "Sort these steps: 1. Mix 2. Bake"),
+    ],
+)
+def test_clean_response_keeps_years_q_and_a_and_inner_lists(raw, expected):
+    assert clean_response(raw, 8) == expected
 
 
 # ---- filters ---------------------------------------------------------------------------------
@@ -213,44 +252,6 @@ def test_rule_violation_names_the_rule(text, reason):
 # ---- ROUGE-L de-duplication ------------------------------------------------------------------
 
 
-def test_rouge_scores_match_rouge_score_package():
-    references = ["Give three tips for staying healthy.", "Write a short poem about the sea."]
-    dedup = RougeDeduplicator(references, threshold=0.7)
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
-    for text in [
-        "Give 3 tips for staying healthy!",
-        "Write a poem about the ocean.",
-        "Unrelated words here.",
-    ]:
-        expected = max(scorer.score(ref, text)["rougeL"].fmeasure for ref in references)
-        assert dedup.max_score(text) == pytest.approx(expected)
-
-
-def test_threshold_is_strict():
-    reference = "one two three four five six seven eight nine ten"
-    dedup = RougeDeduplicator([reference], threshold=0.7)
-    exactly_point_seven = "one two three four five six seven x y z"  # LCS 7 of 10 and 10 -> F = 0.7
-    assert dedup.max_score(exactly_point_seven) == pytest.approx(0.7)
-    assert not dedup.is_duplicate(exactly_point_seven)
-    assert dedup.is_duplicate("one two three four five six seven eight x y")
-
-
-def test_is_duplicate_agrees_with_exact_scores_on_the_bundled_pool():
-    pool = load_prompt_pool("self_instruct_seeds")
-    dedup = RougeDeduplicator(pool, threshold=0.7)
-    candidates = [
-        pool[0],
-        pool[10][: len(pool[10]) * 3 // 4],
-        " ".join(reversed(pool[20].split())),
-        "Write a limerick about a cat who loves lasagna.",
-        "Explain the rules of chess to a child.",
-        "",
-    ]
-    for text in candidates:
-        assert dedup.is_duplicate(text) == (dedup.max_score(text) > 0.7), text
-    assert dedup.is_duplicate(pool[0])
-
-
 def test_pool_references_add_the_instruction_part_of_prompts_with_input():
     pool = [
         "Tell a joke.",
@@ -260,13 +261,6 @@ def test_pool_references_add_the_instruction_part_of_prompts_with_input():
     # Against the full prompt the copy scores low; against the instruction part it is caught.
     assert not RougeDeduplicator(pool, 0.7).is_duplicate("Summarize the email below.")
     assert RougeDeduplicator(pool_references(pool), 0.7).is_duplicate("Summarize the email below.")
-
-
-def test_deduplicator_grows():
-    dedup = RougeDeduplicator([], threshold=0.7)
-    assert len(dedup) == 0 and not dedup.is_duplicate("Name three rivers in Europe.")
-    dedup.add("Name three rivers in Europe.")
-    assert len(dedup) == 1 and dedup.is_duplicate("Name three rivers in Europe!")
 
 
 # ---- generation on the tiny random Llama -----------------------------------------------------
@@ -358,6 +352,54 @@ def test_same_seed_same_instructions_greedy_too(tiny):
         assert first.drop_counts == second.drop_counts
 
 
+DEDUP_CONFIG = {"max_attempts_factor": 2}
+
+
+@pytest.fixture(scope="module")
+def iteration_0(tiny):
+    """(seed, accepted instructions) of a run that accepts at least two (random weights write
+    mostly junk, so some seeds accept fewer)."""
+    model, tokenizer = tiny
+    for seed in range(10):
+        result = generate_instructions(model, tokenizer, SMALL_POOL, si_config(**DEDUP_CONFIG), seed=seed)
+        if len(result.instructions) >= 2:
+            return seed, [r["instruction"] for r in result.instructions]
+    raise AssertionError("the tiny model accepted fewer than two instructions with seeds 0..9")
+
+
+def test_instructions_of_an_earlier_iteration_are_rejected_and_counted(tiny, iteration_0):
+    """Iteration 1 sampling exactly what iteration 0 accepted gets every one of them rejected."""
+    model, tokenizer = tiny
+    seed, accepted = iteration_0
+    decontaminator = Decontaminator(accepted, benchmarks=PromptIndex())
+    again = generate_instructions(
+        model, tokenizer, SMALL_POOL, si_config(**DEDUP_CONFIG), seed=seed, decontaminator=decontaminator
+    )
+    assert again.drop_counts["earlier_iteration"] == len(accepted)
+    assert not {r["instruction"] for r in again.instructions} & set(accepted)
+    assert len(again.instructions) + sum(again.drop_counts.values()) == again.calls
+
+
+def test_generated_benchmark_prompts_and_near_paraphrases_are_dropped_and_counted(tiny, iteration_0):
+    """The model's own outputs stand in for benchmark prompts: one verbatim, one with two words
+    added (ROUGE-L ≥ 0.7, not an exact match)."""
+    model, tokenizer = tiny
+    seed, accepted = iteration_0
+    benchmarks = PromptIndex([accepted[0], accepted[1] + " in short"])
+    assert benchmarks.match(accepted[1]) == "similar"
+    result = generate_instructions(
+        model,
+        tokenizer,
+        SMALL_POOL,
+        si_config(**DEDUP_CONFIG),
+        seed=seed,
+        decontaminator=Decontaminator(benchmarks=benchmarks),
+    )
+    assert result.drop_counts["benchmark_exact"] == 1
+    assert result.drop_counts["benchmark_similar"] == 1
+    assert not {r["instruction"] for r in result.instructions} & set(accepted[:2])
+
+
 def test_empty_pool_is_rejected(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="pool"):
@@ -369,7 +411,8 @@ def test_empty_pool_is_rejected(tiny):
 
 def test_top_up_fills_with_unused_pool_prompts():
     generated = [{"id": "si-00000", "instruction": SMALL_POOL[2], "source": "self_instruct"}]
-    filled = top_up_from_pool(generated, SMALL_POOL, 4, seed=0)
+    filled, skipped = top_up_from_pool(generated, SMALL_POOL, 4, seed=0)
+    assert skipped == {}
     assert filled[0] == generated[0] and len(generated) == 1
     added = filled[1:]
     assert len(added) == 3
@@ -377,13 +420,22 @@ def test_top_up_fills_with_unused_pool_prompts():
     assert all(r["instruction"] == SMALL_POOL[int(r["id"].removeprefix("pool-"))] for r in added)
     assert SMALL_POOL[2] not in [r["instruction"] for r in added]
     assert len({r["instruction"] for r in filled}) == 4
-    assert top_up_from_pool(generated, SMALL_POOL, 4, seed=0) == filled
+    assert top_up_from_pool(generated, SMALL_POOL, 4, seed=0) == (filled, {})
 
 
 def test_top_up_when_pool_runs_out_or_nothing_is_needed():
-    assert len(top_up_from_pool([], SMALL_POOL, 100, seed=0)) == len(SMALL_POOL)
+    assert len(top_up_from_pool([], SMALL_POOL, 100, seed=0)[0]) == len(SMALL_POOL)
     records = [{"id": f"si-{i:05d}", "instruction": f"Task {i}", "source": "self_instruct"} for i in range(3)]
-    assert top_up_from_pool(records, SMALL_POOL, 2, seed=0) == records
+    assert top_up_from_pool(records, SMALL_POOL, 2, seed=0) == (records, {})
+
+
+def test_top_up_skips_prompts_an_earlier_iteration_used_and_benchmark_prompts():
+    benchmark = load_benchmark("mt_bench")[0].instruction
+    pool = [*SMALL_POOL, benchmark]
+    decontaminator = Decontaminator(earlier_instructions=[SMALL_POOL[0], SMALL_POOL[1].upper()])
+    filled, skipped = top_up_from_pool([], pool, 100, seed=0, decontaminator=decontaminator)
+    assert sorted(r["instruction"] for r in filled) == sorted(SMALL_POOL[2:])
+    assert skipped == {"earlier_iteration": 2, "benchmark_exact": 1}
 
 
 @pytest.mark.slow

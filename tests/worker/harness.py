@@ -58,7 +58,8 @@ TINY_RUN: dict[str, Any] = {
         "batch_size": 4,
         "max_attempts_factor": 1,
     },
-    "generation": {"num_candidates": 2, "max_new_tokens": 8, "batch_size": 4},
+    # Random weights almost never emit EOS: keep the cut-off candidates, or no pair survives.
+    "generation": {"num_candidates": 2, "max_new_tokens": 8, "batch_size": 4, "keep_unfinished": True},
     "ranker": {"kind": "llm_judge", "model": "policy"},
     "training": {"batch_size": 2, "max_steps": 2, "max_prompt_length": 256, "max_length": 320},
     "evaluation": {"benchmarks": ["alpaca_eval"], "limit": 2, "max_new_tokens": 8},

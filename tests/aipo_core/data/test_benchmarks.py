@@ -1,7 +1,9 @@
-"""Benchmark loaders against the real bundled files (and the shared originals where present)."""
+"""Benchmark loaders against the real bundled files, and the bundled files against the checksums
+and row counts of the originals recorded in files/SOURCES.md (no other copy of the data needed)."""
 
-import filecmp
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -9,11 +11,12 @@ import pytest
 from aipo_core.data import BENCHMARKS, BenchmarkItem, load_benchmark, load_judge_prompts
 from aipo_core.data.jsonl import bundled_file
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 BUNDLED = Path(str(bundled_file("SOURCES.md"))).parent
 BUNDLED_FILES = sorted(p.relative_to(BUNDLED).as_posix() for p in BUNDLED.rglob("*") if p.is_file())
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data folder not present")
+SOURCES = (BUNDLED / "SOURCES.md").read_text(encoding="utf-8")
+# Rows of the first table: | here | repository @ commit | original path | licence | rows | sha256 |
+_SOURCE_ROW = re.compile(r"^\| (\S+) \|.*\| (\d+) \| ([0-9a-f]{64}) \|$", re.MULTILINE)
+RECORDED = {m[1]: (int(m[2]), m[3]) for m in _SOURCE_ROW.finditer(SOURCES.split("## Left out")[0])}
 
 
 @pytest.mark.parametrize(
@@ -95,29 +98,35 @@ def test_judge_prompts():
     assert prompts["single-math-v1"]["output_format"] == "[[rating]]"
 
 
-def test_every_bundled_folder_has_a_licence_and_is_documented():
-    sources = (BUNDLED / "SOURCES.md").read_text(encoding="utf-8")
-    data_files = [f for f in BUNDLED_FILES if not f.endswith(("LICENSE", "SOURCES.md"))]
-    assert len(data_files) == 8
-    for relative in data_files:
-        assert f"| {relative} |" in sources, relative
+DATA_FILES = [f for f in BUNDLED_FILES if not f.endswith(("LICENSE", "SOURCES.md"))]
+
+
+def test_every_bundled_file_is_documented_with_checksum_and_licence():
+    assert sorted(RECORDED) == DATA_FILES
+    assert len(DATA_FILES) == 7
+    for relative in DATA_FILES:
         assert (BUNDLED / relative).parent.joinpath("LICENSE").is_file(), relative
 
 
-@needs_shared
-@pytest.mark.parametrize("relative", [f for f in BUNDLED_FILES if f != "SOURCES.md"])  # SOURCES.md is adapted
-def test_bundled_files_are_byte_exact_copies(relative):
-    assert filecmp.cmp(BUNDLED / relative, SHARED_DATA / relative, shallow=False)
-
-
-@needs_shared
-def test_alpaca_eval_baseline_is_the_annotations_output_1():
-    """The published judgements compare against the same baseline, in the same order."""
-    annotations = json.loads(
-        (SHARED_DATA / "benchmarks/alpaca_eval/annotations/gpt-3.5-turbo-1106.json").read_text(
-            encoding="utf-8"
-        )
+@pytest.mark.parametrize("relative", DATA_FILES)
+def test_bundled_files_are_byte_exact_copies_of_the_originals(relative):
+    rows, sha256 = RECORDED[relative]
+    data = (BUNDLED / relative).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == sha256
+    text = data.decode("utf-8")
+    counted = (
+        len(json.loads(text))
+        if relative.endswith(".json")
+        else sum(1 for line in text.splitlines() if line.strip())
     )
-    items = load_benchmark("alpaca_eval")
-    assert [a["instruction"] for a in annotations] == [item.instruction for item in items]
-    assert [a["output_1"] for a in annotations] == [item.baseline_output for item in items]
+    assert counted == rows
+
+
+def test_contaminated_pool_file_is_not_bundled_and_its_removal_is_recorded():
+    removed = "prompts/self_instruct/user_oriented_instructions.jsonl"
+    assert removed not in BUNDLED_FILES
+    left_out = SOURCES.split("## Left out")[1]
+    assert (
+        f"| {removed} |" in left_out
+        and "81d60a117db495cecedecd9193504fd07c5b5a42f6699ef6b0f9da10fc22f42e" in left_out
+    )

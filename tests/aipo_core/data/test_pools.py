@@ -13,20 +13,25 @@ def write_lines(path, lines):
     return path
 
 
-def test_bundled_pool_has_seed_and_user_oriented_tasks_in_order():
+def test_bundled_pool_is_the_seed_tasks_in_order():
+    """The 252 user-oriented self-instruct tasks are AlpacaEval prompts and are not bundled."""
     pool = load_prompt_pool(SELF_INSTRUCT_SEEDS)
-    assert len(pool) == 175 + 252
+    assert len(pool) == 175
     assert len(set(pool)) == len(pool)
     assert pool[0].startswith("Is there anything I can eat for a breakfast that doesn't include eggs")
-    assert pool[175].startswith("The sentence you are given might be too wordy")
+    assert not any(p.startswith("The sentence you are given might be too wordy") for p in pool)
     # A task's input completes its instruction after a blank line.
     assert pool[1] == "What is the relation between the given pairs?\n\nNight : Day :: Right : Left"
 
 
-def test_bundled_pool_keeps_same_instruction_with_different_inputs():
-    """'Answer the following question.' appears three times in the source, with different inputs."""
-    pool = load_prompt_pool(SELF_INSTRUCT_SEEDS)
-    assert sum(p.startswith("Answer the following question.\n\n") for p in pool) == 3
+def test_pool_keeps_same_instruction_with_different_inputs(tmp_path):
+    """De-duplication is by whole prompt: one instruction with different inputs is different tasks."""
+    rows = [{"instruction": "Answer the following question.", "input": q} for q in ("Why?", "How?", "Why?")]
+    path = write_lines(tmp_path / "pool.jsonl", [json.dumps(r) for r in rows])
+    assert load_prompt_pool(str(path)) == [
+        "Answer the following question.\n\nWhy?",
+        "Answer the following question.\n\nHow?",
+    ]
 
 
 def test_join_instruction_and_input():
