@@ -298,7 +298,8 @@ def test_later_iteration_skips_benchmark_and_earlier_prompts_and_records_an_impo
         prompt_pool=str(pool),
         self_instruct={"num_instructions": 4, "max_new_tokens": 16, "max_attempts_factor": 1},
     )
-    summary = run_stage("self_instruct", cfg, artifact_root=tmp_path, run_id="h", iteration=1)
+    access = ModelAccess(data_roots=(tmp_path.resolve(),))
+    summary = run_stage("self_instruct", cfg, artifact_root=tmp_path, run_id="h", iteration=1, access=access)
     instructions = [
         r["instruction"] for r in artifacts.read_jsonl(iteration_files(tmp_path, "h", 1)["instructions"])
     ]
@@ -312,7 +313,7 @@ def test_later_iteration_skips_benchmark_and_earlier_prompts_and_records_an_impo
         summary["dropped_benchmark_exact"] + summary["dropped_benchmark_similar"]
     )
     with caplog.at_level("WARNING", logger="aipo_core.pipeline"):
-        generated = run_stage("generate", cfg, artifact_root=tmp_path, run_id="h", iteration=1)
+        generated = run_stage("generate", cfg, artifact_root=tmp_path, run_id="h", iteration=1, access=access)
     assert generated["chat_template"] == "chatml (imposed)" and generated["imposed_chat_template"] == 1
     assert "has no chat template" in caplog.text
 
