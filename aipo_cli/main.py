@@ -146,12 +146,14 @@ def demo(
 
 
 def _register_service_verbs() -> None:
-    """`aipo up` and `aipo db ...` live beside the stack code they drive."""
+    """`aipo up`, `aipo db ...` and `aipo token ...` live beside the stack code they drive."""
     from aipo_cli.db import app as db_app
     from aipo_cli.services import up
+    from aipo_cli.tokens import app as token_app
 
     app.command()(up)
     app.add_typer(db_app, name="db")
+    app.add_typer(token_app, name="token")
 
 
 _register_service_verbs()
