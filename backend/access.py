@@ -7,9 +7,10 @@ backend makes it *refuse* (instead of marking the request anonymous) anything bu
 paths: 401 without a valid token, 403 when a read-only token asks for a mutating method. The
 route dependency `backend.deps.current_principal` only reads the result.
 
-The body size limit is Starlette's `RequestBodyLimitMiddleware`, installed by FastAPI's
-`max_body_size` (AIPO_MAX_REQUEST_BYTES; the upload route has its own): a Content-Length above
-the limit is refused before a byte is read, and a chunked body is counted as it streams.
+The body size limit is Starlette's `RequestBodyLimitMiddleware`, installed on every router by
+FastAPI's `max_body_size` (AIPO_MAX_REQUEST_BYTES; the upload route has its own), so it runs
+after authentication: a Content-Length above the limit is refused before a byte is read, and a
+chunked body is counted as it streams.
 """
 
 from __future__ import annotations

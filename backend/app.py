@@ -3,8 +3,8 @@
 Embedded mode (SQLite) applies migrations on start so `aipo up` works on a fresh machine;
 services mode expects `aipo db upgrade` to have been run (AIPO_AUTO_MIGRATE overrides both).
 The bootstrap token is resolved at start (creating `$AIPO_HOME/token` if needed); the access
-layer (backend/access.py) authenticates every request on its headers before a body is read,
-and bodies above AIPO_MAX_REQUEST_BYTES are refused with 413. The interactive docs are public
+layer (backend/access.py) authenticates every request on its headers before a body is read;
+then bodies above AIPO_MAX_REQUEST_BYTES are refused with 413. The interactive docs are public
 only in embedded mode; elsewhere /docs and /redoc are off and /openapi.json needs a token.
 """
 
@@ -62,7 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         summary="Launch and inspect iterative preference-optimisation runs.",
         lifespan=lifespan,
-        max_body_size=settings.max_request_bytes,
         docs_url="/docs" if settings.serves_public_docs else None,
         redoc_url="/redoc" if settings.serves_public_docs else None,
     )
@@ -82,10 +81,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Body limits per router, not app-wide: an app-wide limit sits outside the access layer and would
+    # answer an oversized unauthenticated request with 413 instead of 401.
+    limit = settings.max_request_bytes
     health = _health_router()
-    app.include_router(health)
-    app.include_router(health, prefix=API_PREFIX)
+    app.include_router(health, max_body_size=limit)
+    app.include_router(health, prefix=API_PREFIX, max_body_size=limit)
     for module in (runs, sweeps, progress, metrics, pairs, objectives, me):
-        app.include_router(module.router, prefix=API_PREFIX)
+        app.include_router(module.router, prefix=API_PREFIX, max_body_size=limit)
     app.include_router(uploads.router, prefix=API_PREFIX, max_body_size=settings.max_upload_bytes)
     return app
