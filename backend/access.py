@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from fastapi.exception_handlers import http_exception_handler
 from starlette.applications import Starlette
-from starlette.authentication import AuthCredentials, AuthenticationBackend
+from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -30,12 +30,12 @@ from backend.auth import (
     PERSONAL_TOKEN_PREFIX,
     WRITE,
     AccessDenied,
-    AuthenticationError,
     Principal,
     authorize,
     token_matches,
 )
 from backend.db import get_sessionmaker
+from backend.store.tokens import principal_for
 
 HEALTH_PATHS = frozenset({"/health", "/api/v1/health"})
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -75,8 +75,6 @@ class TokenBackend(AuthenticationBackend):
         return await run_in_threadpool(self._lookup, token)
 
     def _lookup(self, token: str) -> Principal | None:
-        from backend.store.tokens import principal_for
-
         with get_sessionmaker(self.database_url)() as session:
             return principal_for(session, token)
 
