@@ -29,5 +29,8 @@ RUN useradd --create-home --uid 1000 aipo && mkdir -p /data && chown aipo /data
 USER aipo
 VOLUME ["/data"]
 EXPOSE 8000 8501
+# Every role runs with umask 077: the database, token, logs and artifacts it writes under /data are
+# readable by their owner only (the command's first word becomes $0, the rest "$@").
+ENTRYPOINT ["/bin/sh", "-c", "umask 077 && exec \"$0\" \"$@\""]
 # The API by default; compose (and other hosts) pick the role with their own command.
 CMD ["uvicorn", "backend.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000"]

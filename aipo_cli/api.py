@@ -54,12 +54,22 @@ class ApiClient:
             raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from None
         if response.status_code == 401:
             raise ApiError("401 Unauthorized: pass --token or set AIPO_API_TOKEN")
+        if response.status_code == 403:
+            raise ApiError(f"403 Forbidden: {'; '.join(error_lines(response))}")
         if response.status_code >= 400:
             raise ApiError("\n".join(error_lines(response)))
         return response.json()
 
     def submit_run(self, config: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/runs", json=config)
+
+    def upload_pairs(self, path: Path) -> dict[str, Any]:
+        """POST the preference JSONL at `path` to /uploads/pairs (streamed from disk); returns
+        {"path", "pairs", "bytes"}, where `path` is the server-side file for `initial_pairs`."""
+        with path.open("rb") as fh:
+            return self._call(
+                "POST", "/uploads/pairs", content=fh, headers={"Content-Type": "application/x-ndjson"}
+            )
 
     def get_run(self, run_id: int) -> dict[str, Any]:
         return self._call("GET", f"/runs/{run_id}")

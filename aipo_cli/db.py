@@ -20,9 +20,13 @@ def upgrade(
 ) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from backend import migrate
+    from backend.home import secure_tree
     from backend.settings import get_settings
 
-    target = url or get_settings().resolved_database_url
+    settings = get_settings()
+    if url is None:
+        secure_tree(settings.home)  # the first command of a deployment: the home starts owner-only
+    target = url or settings.resolved_database_url
     migrate.upgrade(target, revision)
     typer.echo(f"database at revision {migrate.current_revision(target)}")
 

@@ -147,6 +147,14 @@ def submit(
     token: Annotated[
         str | None, typer.Option(help="Bearer token (default $AIPO_API_TOKEN or $AIPO_HOME/token)")
     ] = None,
+    upload_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--upload-pairs/--no-upload-pairs",
+            help="Upload a local initial_pairs file to the server first (POST /uploads/pairs) and "
+            "submit the server's copy; --no-upload-pairs sends the path as it is.",
+        ),
+    ] = True,
 ) -> None:
     """Submit a run config to the server over HTTP and print the created run as JSON."""
     from aipo_cli.api import DEFAULT_API, ApiClient, ApiError, default_token
@@ -155,8 +163,14 @@ def submit(
     client = ApiClient(
         api or os.environ.get("AIPO_API_URL", DEFAULT_API), token or default_token(aipo_home())
     )
+    body = cfg.model_dump(mode="json")
     try:
-        run = client.submit_run(cfg.model_dump(mode="json"))
+        local_pairs = Path(cfg.initial_pairs).expanduser() if cfg.initial_pairs else None
+        if upload_pairs and local_pairs is not None and local_pairs.is_file():
+            stored = client.upload_pairs(local_pairs)
+            typer.echo(f"uploaded {local_pairs} ({stored['pairs']} pairs) as {stored['path']}", err=True)
+            body["initial_pairs"] = stored["path"]
+        run = client.submit_run(body)
     except ApiError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
@@ -186,12 +200,14 @@ def demo(
 
 
 def _register_service_verbs() -> None:
-    """`aipo up` and `aipo db ...` live beside the stack code they drive."""
+    """`aipo up`, `aipo db ...` and `aipo token ...` live beside the stack code they drive."""
     from aipo_cli.db import app as db_app
     from aipo_cli.services import up
+    from aipo_cli.tokens import app as token_app
 
     app.command()(up)
     app.add_typer(db_app, name="db")
+    app.add_typer(token_app, name="token")
 
 
 _register_service_verbs()

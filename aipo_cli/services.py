@@ -5,6 +5,11 @@ so stopping the stack (Ctrl-C, or `Stack.stop()` from the demo and the tests) re
 process it started, including the worker's stage processes' supervisors. The deployment is
 chosen by the settings alone: SQLite + the filesystem broker unless AIPO_DATABASE_URL /
 AIPO_BROKER_URL point at PostgreSQL / Redis; the command lines are the same.
+
+Every service runs with umask 077 and `$AIPO_HOME` is made owner-only before they start. The
+dashboard hands the server's token to whoever opens it only when it listens on loopback
+(`server-token` mode, the single-user default); on any other address it asks each person to
+sign in with their own token (`login` mode) and is never given the server's token.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from typing import Annotated
 import httpx
 import typer
 
+from backend.home import PRIVATE_UMASK, ensure_private_dir, secure_tree
 from backend.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_APP = REPO_ROOT / "dashboard" / "app.py"
+SERVER_TOKEN, LOGIN = "server-token", "login"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass
@@ -49,6 +57,8 @@ class Stack:
     token: str
     home: Path
     dashboard_url: str | None
+    dashboard_auth: str = SERVER_TOKEN
+    docs_url: str | None = None
     services: list[Service] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -91,10 +101,10 @@ def api_command(port: int, host: str = "127.0.0.1") -> list[str]:
     ]  # fmt: skip
 
 
-def dashboard_command(port: int) -> list[str]:
+def dashboard_command(port: int, host: str = "127.0.0.1") -> list[str]:
     return [
         sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP),
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+        "--server.port", str(port), "--server.address", host, "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
         # Streamlit's default red accent would read as "rejected" beside our chosen/rejected colours.
         "--theme.primaryColor", "#3b6fd8",
@@ -102,21 +112,43 @@ def dashboard_command(port: int) -> list[str]:
 
 
 def spawn(name: str, command: list[str], *, logs: Path, env: dict[str, str]) -> Service:
-    """Start `command` in a new session with stdout/stderr appended to `logs/<name>.log`."""
-    logs.mkdir(parents=True, exist_ok=True)
+    """Start `command` in a new session with stdout/stderr appended to `logs/<name>.log` (0600),
+    under umask 077 so the files it creates (database, artifacts, stage logs) are owner-only."""
+    ensure_private_dir(logs)
     log = logs / f"{name}.log"
-    with open(log, "ab") as fh:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as fh:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-            env=env, cwd=REPO_ROOT, start_new_session=True,
+            env=env, cwd=REPO_ROOT, start_new_session=True, umask=PRIVATE_UMASK,
         )  # fmt: skip
     return Service(name, process, log)
+
+
+def dashboard_auth_mode(host: str, requested: str | None) -> str:
+    """`server-token` (the dashboard uses the server's token for everyone) only on loopback.
+
+    None picks server-token on loopback and login elsewhere; asking for server-token on another
+    address is refused: anyone reaching the port could launch, cancel and clone runs.
+    """
+    loopback = host in LOOPBACK_HOSTS
+    if requested is None:
+        return SERVER_TOKEN if loopback else LOGIN
+    if requested not in (SERVER_TOKEN, LOGIN):
+        raise ValueError(f"dashboard auth {requested!r}: expected {SERVER_TOKEN!r} or {LOGIN!r}")
+    if requested == SERVER_TOKEN and not loopback:
+        raise ValueError(
+            f"dashboard auth {SERVER_TOKEN!r} needs --dashboard-host 127.0.0.1 (or localhost): on {host} "
+            "anyone reaching the port would act with the server's token; use login mode there"
+        )
+    return requested
 
 
 def start_stack(
     *,
     api_port: int = 8000,
     dashboard_port: int | None = 8501,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_auth: str | None = None,
     workers: int = 1,
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 60.0,
@@ -124,10 +156,14 @@ def start_stack(
     """Migrate (embedded), then start API, worker(s) and dashboard; return once the API answers.
 
     `env` overrides the process environment for the services (tests pass AIPO_HOME and URLs).
+    `dashboard_auth` (None: by host, see `dashboard_auth_mode`) raises ValueError before
+    anything starts if it would expose the server's token.
     """
+    auth_mode = dashboard_auth_mode(dashboard_host, dashboard_auth)
     child_env = {**os.environ, **(env or {})}
     settings = _settings_for(child_env)
     home = settings.home
+    secure_tree(home)
     token = _token(settings)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env["AIPO_API_TOKEN"] = token
@@ -136,7 +172,14 @@ def start_stack(
 
         upgrade(settings.resolved_database_url)
     api_url = f"http://127.0.0.1:{api_port}"
-    stack = Stack(api_url=api_url, token=token, home=home, dashboard_url=None)
+    stack = Stack(
+        api_url=api_url,
+        token=token,
+        home=home,
+        dashboard_url=None,
+        dashboard_auth=auth_mode,
+        docs_url=f"{api_url}/docs" if settings.serves_public_docs else None,
+    )
     logs = home / "logs"
     try:
         stack.services.append(spawn("api", api_command(api_port), logs=logs, env=child_env))
@@ -144,7 +187,7 @@ def start_stack(
             name = f"worker-{index}"
             stack.services.append(spawn(name, worker_command(name=name), logs=logs, env=child_env))
         if dashboard_port is not None:
-            _start_dashboard(stack, dashboard_port, logs, child_env)
+            _start_dashboard(stack, dashboard_port, dashboard_host, logs, child_env)
         wait_for_api(stack, timeout_s=ready_timeout_s)
     except BaseException:
         stack.stop()
@@ -184,13 +227,35 @@ def wait_for_api(stack: Stack, *, timeout_s: float) -> None:
 def up(
     api_port: Annotated[int, typer.Option("--api-port", help="Port of the HTTP API.")] = 8000,
     dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Port of the dashboard.")] = 8501,
+    dashboard_host: Annotated[
+        str, typer.Option("--dashboard-host", help="Address the dashboard listens on (0.0.0.0: all).")
+    ] = "127.0.0.1",
+    dashboard_auth: Annotated[
+        str | None,
+        typer.Option(
+            "--dashboard-auth",
+            envvar="AIPO_DASHBOARD_AUTH",
+            help="server-token (loopback only: no sign-in) | login (each person signs in with a token). "
+            "Default: server-token on 127.0.0.1, login elsewhere.",
+        ),
+    ] = None,
 ) -> None:
     """Start API + worker + dashboard (embedded unless DB/broker URLs are set); Ctrl-C stops all."""
     # SIGTERM (docker stop, systemd, kill) stops the stack like Ctrl-C; SIGINT is re-armed because a
     # shell starting us in the background hands us SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    stack = start_stack(api_port=api_port, dashboard_port=dashboard_port)
+    try:
+        dashboard_auth_mode(dashboard_host, dashboard_auth)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    stack = start_stack(
+        api_port=api_port,
+        dashboard_port=dashboard_port,
+        dashboard_host=dashboard_host,
+        dashboard_auth=dashboard_auth,
+    )
     typer.echo(describe(stack))
     try:
         while not stack.dead():
@@ -209,9 +274,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def describe(stack: Stack) -> str:
     """The lines `aipo up` prints: where everything is and how to authenticate."""
+    docs = f"(docs: {stack.docs_url})" if stack.docs_url else "(docs: off outside embedded mode)"
+    sign_in = "   (sign in with a token: `aipo token create NAME`)" if stack.dashboard_auth == LOGIN else ""
     lines = [
-        f"API        {stack.api_url}/api/v1   (docs: {stack.api_url}/docs)",
-        f"Dashboard  {stack.dashboard_url or '(not started)'}",
+        f"API        {stack.api_url}/api/v1   {docs}",
+        f"Dashboard  {stack.dashboard_url or '(not started)'}{sign_in if stack.dashboard_url else ''}",
         f"API token  {stack.token}",
         f"Data       {stack.home}   (logs: {stack.home / 'logs'})",
         *stack.notes,
@@ -219,13 +286,17 @@ def describe(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-def _start_dashboard(stack: Stack, port: int, logs: Path, env: dict[str, str]) -> None:
+def _start_dashboard(stack: Stack, port: int, host: str, logs: Path, env: dict[str, str]) -> None:
     if not DASHBOARD_APP.exists():
         stack.notes.append(f"note: {DASHBOARD_APP} not found; dashboard not started")
         return
-    dashboard_env = {**env, "AIPO_API_URL": stack.api_url}
-    stack.services.append(spawn("dashboard", dashboard_command(port), logs=logs, env=dashboard_env))
-    stack.dashboard_url = f"http://127.0.0.1:{port}"
+    dashboard_env = {**env, "AIPO_API_URL": stack.api_url, "AIPO_DASHBOARD_AUTH": stack.dashboard_auth}
+    if stack.dashboard_auth == LOGIN:
+        # Signed-in users bring their own tokens; the server's must not even be in reach.
+        dashboard_env = {k: v for k, v in dashboard_env.items() if k not in ("AIPO_API_TOKEN", "AIPO_HOME")}
+    stack.services.append(spawn("dashboard", dashboard_command(port, host), logs=logs, env=dashboard_env))
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    stack.dashboard_url = f"http://{shown_host}:{port}"
 
 
 def _settings_for(env: dict[str, str]) -> Settings:

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from backend.home import ensure_private_dir
 from backend.routing import task_routes
 from backend.settings import FILESYSTEM_BROKER, Settings
 
@@ -21,8 +22,9 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         return {"visibility_timeout": 12 * 3600}
     root = settings.broker_folder
     folders = {"queue": root / "queue", "processed": root / "processed", "control": root / "control"}
+    ensure_private_dir(root)
     for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(folder)  # messages name runs and stages: owner-only like the rest of home
     return {
         "data_folder_in": str(folders["queue"]),
         "data_folder_out": str(folders["queue"]),

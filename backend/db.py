@@ -18,14 +18,18 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend.home import make_private
 from backend.settings import get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, database: Path | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        if database is not None:
+            # Owner-only before WAL mode is set: SQLite gives -wal/-shm the database file's mode.
+            make_private(database)
         # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -44,12 +48,14 @@ def create_db_engine(url: str) -> Engine:
     """A new engine for `url` with the per-backend settings above."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        database = None
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            database = Path(parsed.database).expanduser()
+            database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, database)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 

@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from backend.auth import token_matches
+from backend.auth import AccessDenied, Principal, authorize
 from backend.db import get_sessionmaker
 from backend.launcher import CeleryLauncher, Launcher
 from backend.settings import Settings
@@ -31,23 +31,38 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
-_bearer = HTTPBearer(auto_error=False, description="AIPO_API_TOKEN, or the contents of $AIPO_HOME/token")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A personal token (`aipo token create NAME`), or the operator's AIPO_API_TOKEN "
+    "(default: the contents of $AIPO_HOME/token)",
+)
 
 
-def require_token(
+def current_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """401 unless `Authorization: Bearer <token>` carries the server's token."""
-    expected: str = request.app.state.api_token
-    if credentials is None or not token_matches(credentials.credentials, expected):
+) -> Principal:
+    """The caller the access layer authenticated (backend/access.py), before the body was read.
+
+    401 if there is none, and the scope rule again, so a route can never be reached by a token
+    that lacks its rights even if the app were assembled without the access layer. `credentials`
+    is only declared so the OpenAPI schema shows the bearer scheme.
+    """
+    user = request.scope.get("user")
+    if not isinstance(user, Principal):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or invalid bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    try:
+        authorize(user, request.method)
+    except AccessDenied as exc:
+        raise HTTPException(status_code=exc.status_code, detail=exc.detail) from exc
+    return user
 
 
-AuthDep = Annotated[None, Depends(require_token)]
+require_token = current_principal  # the routers' `dependencies=[Depends(require_token)]`
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def get_launcher(request: Request) -> Launcher:

@@ -95,6 +95,7 @@ class RunPublic(BaseModel):
                     "sweep_id": None,
                     "sweep_point": None,
                     "parent_run_id": None,
+                    "created_by": "alice",
                     "progress": {
                         "stages_done": 3,
                         "stages_total": 10,
@@ -120,6 +121,9 @@ class RunPublic(BaseModel):
     sweep_id: int | None
     sweep_point: dict[str, Any] | None
     parent_run_id: int | None
+    created_by: str | None = Field(
+        None, description='Name of the token that created the run ("operator": the bootstrap token).'
+    )
     progress: RunProgressPublic | None = None
 
 
@@ -178,6 +182,7 @@ class SweepPublic(BaseModel):
                     "grid": {"objective.alpha": [0.03, 0.05, 0.07], "objective.lambda_": [0.2, 0.5]},
                     "max_concurrent": 2,
                     "created_at": EXAMPLE_TIME,
+                    "created_by": "alice",
                     "status_counts": {"queued": 4, "running": 2},
                     "runs": [],
                 }
@@ -190,6 +195,7 @@ class SweepPublic(BaseModel):
     grid: dict[str, list[Any]]
     max_concurrent: int
     created_at: datetime
+    created_by: str | None = Field(None, description="Name of the token that created the sweep.")
     status_counts: dict[str, int]
     runs: list[RunPublic]
 
@@ -636,3 +642,29 @@ class ObjectivePublic(BaseModel):
         description="[low, high] the weight lies in; null where it is unbounded (IPO)"
     )
     scales_reference: bool = Field(description="alpha scales the reference margin: (1+α)·s_ref")
+
+
+class PrincipalPublic(BaseModel):
+    """The caller, as the server sees its token (what the dashboard shows after sign-in)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "alice", "scope": "read", "operator": False}]}
+    )
+    name: str = Field(description='The token\'s name; "operator" for the bootstrap token.')
+    scope: Literal["read", "write"] = Field(description="read: GET only; write: everything.")
+    operator: bool = Field(description="True for the bootstrap token (AIPO_API_TOKEN / $AIPO_HOME/token).")
+
+
+class PairUploadPublic(BaseModel):
+    """A stored preference file: put `path` in a run config's `initial_pairs`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"path": "/home/u/.aipo/uploads/pairs-5f0c2a.jsonl", "pairs": 1000, "bytes": 2480133}
+            ]
+        }
+    )
+    path: str
+    pairs: int = Field(description="Rows that passed validation (all of them; one bad row refuses the file).")
+    bytes: int

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
         "iterations × generation.num_candidates × self_instruct.num_instructions.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Request limits (checked before a body is read; see backend/access.py).
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body (413 above it); uploads have their own."
+    )
+    max_upload_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024, description="Largest body of POST /uploads/pairs (streamed to disk)."
+    )
+    public_docs: bool | None = Field(
+        None, description="Serve /docs, /redoc, /openapi.json without a token; None = only in embedded mode."
+    )
     auto_migrate: bool | None = Field(
         None, description="Apply migrations when the API starts; None = only in embedded mode."
     )
@@ -144,6 +154,17 @@ class Settings(BaseSettings):
     @property
     def broker_folder(self) -> Path:
         return self.home / "broker"
+
+    @property
+    def serves_public_docs(self) -> bool:
+        """Interactive docs without a token: on a single-user embedded stack only, unless set."""
+        return self.is_embedded if self.public_docs is None else self.public_docs
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Where uploaded pair files land: `uploads/` in the first allowed data root, so the path the
+        upload route returns passes the config's allowed-roots check as it is."""
+        return self.resolved_allowed_roots[0] / "uploads"
 
 
 @lru_cache(maxsize=1)

@@ -21,7 +21,8 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from dashboard.settings import ApiSettings, load_api_settings
+from dashboard.session import api_settings as load_api_settings
+from dashboard.settings import SIGN_IN_SOURCE, ApiSettings
 
 API_PREFIX = "/api/v1"
 TIMEOUT_S = 10.0
@@ -130,7 +131,19 @@ def _raise_for_status(response: httpx.Response, settings: ApiSettings) -> None:
     status = response.status_code
     if status < 400:
         return
-    if status in (401, 403):
+    if status == 403:
+        raise ApiUnauthorized(
+            f"Your token may not do this (HTTP 403): {_detail_text(response)}. Ask the operator for a "
+            "write token (`aipo token create NAME`).",
+            status=status,
+        )
+    if status == 401 and settings.token_source == SIGN_IN_SOURCE:
+        raise ApiUnauthorized(
+            f"The AIPO API at {settings.url} no longer accepts your token (HTTP 401); it may have been "
+            "revoked. Sign out and sign in with a valid token.",
+            status=status,
+        )
+    if status == 401:
         raise ApiUnauthorized(
             f"The AIPO API at {settings.url} rejected the token (HTTP {status}). Set AIPO_API_TOKEN to the "
             f"token `aipo up` printed (token source now: {settings.token_source}).",
@@ -432,6 +445,22 @@ class Page:
     total: int | None = None
     next_cursor: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def whoami(token: str | None = None) -> dict[str, Any]:
+    """GET /me, uncached: the name and scope of `token` (default: this session's token).
+
+    The sign-in form calls it with the token typed in; 401 (ApiUnauthorized) means it was refused.
+    """
+    settings = load_api_settings()
+    if token is not None:
+        settings = ApiSettings(url=settings.url, token=token, token_source=SIGN_IN_SOURCE)
+    body = _request(settings, "GET", "/me", timeout=5.0).json()
+    return {
+        "name": str(body.get("name", "?")),
+        "scope": body.get("scope", "write"),
+        "operator": bool(body.get("operator")),
+    }
 
 
 def health() -> dict[str, Any]:
@@ -745,6 +774,7 @@ def runs_frame(runs: Iterable[Mapping[str, Any]], *, with_eval: bool = True) -> 
             "iterations": run.get("iterations"),
             **{name: hp.get(name, math.nan) for name in HYPERPARAMETERS},
             "created_at": run.get("created_at"),
+            "created_by": run.get("created_by"),
             "sweep_id": run.get("sweep_id"),
         }
         if with_eval:
@@ -759,6 +789,7 @@ def runs_frame(runs: Iterable[Mapping[str, Any]], *, with_eval: bool = True) -> 
         "iterations",
         *HYPERPARAMETERS,
         "created_at",
+        "created_by",
         "sweep_id",
         *(("eval_iteration", *EVAL_FIELDS) if with_eval else ()),
     ]

@@ -1,16 +1,18 @@
-"""AIPO Lab dashboard: `streamlit run dashboard/app.py` (env AIPO_API_URL, AIPO_API_TOKEN / AIPO_HOME).
+"""AIPO Lab dashboard: `streamlit run dashboard/app.py` (env AIPO_API_URL, AIPO_DASHBOARD_AUTH).
 
-The entry point only sets up navigation and the sidebar (API connection, refresh); each page
-lives in dashboard/views/ and composes api_client + charts + widgets. A page that raises is
-reported as a short message, never as a traceback in the browser.
+The entry point only sets up navigation, sign-in and the sidebar (API connection, who is signed
+in, refresh); each page lives in dashboard/views/ and composes api_client + charts + widgets. In
+login mode (the default) a session without an accepted token sees the sign-in form and nothing
+else; server-token mode refuses to run unless the dashboard listens on loopback only. A page
+that raises is reported as a short message, never as a traceback in the browser.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import api_client, ui
-from dashboard.settings import load_api_settings
+from dashboard import api_client, login, session, ui
+from dashboard.settings import SERVER_TOKEN, auth_mode, is_loopback
 
 st.set_page_config(page_title="AIPO Lab", page_icon=":material/science:", layout="wide")
 st.set_option("client.showErrorDetails", "none")
@@ -27,9 +29,22 @@ PAGES = [
 ]
 
 
+def refuse_shared_server_token() -> None:
+    """Server-token mode hands the server's token to every visitor: only when nobody else can visit."""
+    address = st.get_option("server.address")
+    if auth_mode() == SERVER_TOKEN and not is_loopback(address):
+        st.error(
+            f"AIPO_DASHBOARD_AUTH=server-token is refused on address {address or 'every interface'!r}: "
+            "anyone reaching this port would act with the server's token. Listen on 127.0.0.1 "
+            "(`--server.address 127.0.0.1`), or use AIPO_DASHBOARD_AUTH=login.",
+            icon=":material/gpp_bad:",
+        )
+        st.stop()
+
+
 def sidebar() -> None:
-    """Where the dashboard points, whether the API answers, and a manual cache refresh."""
-    settings = load_api_settings()
+    """Where the dashboard points, whether the API answers, who is signed in, and a cache refresh."""
+    settings = session.api_settings()
     with st.sidebar:
         st.caption(f"API: `{settings.url}`")
         try:
@@ -38,11 +53,17 @@ def sidebar() -> None:
             st.error(str(exc), icon=":material/power_off:")
         else:
             st.caption(":green[●] connected")
+        login.signed_in_panel()
         if st.button("Refresh data", icon=":material/refresh:", width="stretch"):
             api_client.clear_cache()
             st.rerun()
 
 
+refuse_shared_server_token()
+if session.needs_sign_in():
+    st.navigation(PAGES, position="hidden")  # keeps a deep link's page for after sign-in
+    login.sign_in_page()
+    st.stop()
 page = st.navigation(PAGES)
 sidebar()
 try:

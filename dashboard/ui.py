@@ -30,6 +30,9 @@ LAUNCH_PAGE = "views/launch.py"
 UNEXPECTED_ERROR = "Something went wrong while drawing this page."
 
 
+READ_ONLY_HELP = "Your token is read-only: launching, cancelling, resuming and cloning need a write token."
+
+
 def show_api_error(exc: api_client.ApiError) -> None:
     """An API failure as a user-facing box, with the one hint that fixes the usual cause."""
     if isinstance(exc, api_client.ApiUnavailable):
@@ -130,6 +133,7 @@ RUN_COLUMNS = {
     "iterations": st.column_config.NumberColumn("Iters", format="%d", width="small"),
     "model": st.column_config.TextColumn("Model"),
     "created_at": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm"),
+    "created_by": st.column_config.TextColumn("Created by", help="The API token's name that launched it."),
 }
 
 

@@ -28,7 +28,7 @@ def test_every_role_is_deployed() -> None:
 
 
 def test_app_services_share_database_broker_and_artifacts() -> None:
-    app_services = ["api", "worker-gpu", "worker-cpu", "dashboard", "migrate"]
+    app_services = ["api", "worker-gpu", "worker-cpu", "migrate"]
     urls = {(_env(s)["AIPO_DATABASE_URL"], _env(s)["AIPO_BROKER_URL"]) for s in app_services}
     assert len(urls) == 1
     database, broker = urls.pop()
@@ -73,3 +73,33 @@ def test_dockerfile_builds_the_package_with_pinned_torch() -> None:
     referenced = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
     for path in referenced:
         assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+
+
+def _published(service: str) -> list[str]:
+    """`ports:` entries with compose's ${VAR:-default} resolved to their defaults."""
+    import re
+
+    return [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", entry) for entry in SERVICES[service].get("ports", [])]
+
+
+def test_dashboard_asks_everyone_to_sign_in_and_holds_no_secrets() -> None:
+    env = _env("dashboard")
+    assert env == {"AIPO_API_URL": "http://api:8000", "AIPO_DASHBOARD_AUTH": "login"}
+    assert not SERVICES["dashboard"]["volumes"]  # no $AIPO_HOME/token within reach either
+    assert "AIPO_API_TOKEN" in _env("api")  # the operator's token stays with the API
+
+
+def test_only_api_and_dashboard_are_published_and_on_loopback_by_default() -> None:
+    assert _published("api") == ["127.0.0.1:8000:8000"]
+    assert _published("dashboard") == ["127.0.0.1:8501:8501"]
+    for service in SERVICES:
+        if service not in ("api", "dashboard"):
+            assert not SERVICES[service].get("ports"), f"{service} publishes a port"
+
+
+def test_every_container_runs_with_a_private_umask() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    entrypoint = next(line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT"))
+    assert "umask 077" in entrypoint and 'exec \\"$0\\" \\"$@\\"' in entrypoint
+    for service in SERVICES.values():
+        assert "entrypoint" not in service  # nothing bypasses it

@@ -14,6 +14,7 @@ Rows are normalised to the pairs.jsonl record of TEAM.md without the reference-m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,26 +36,33 @@ def load_preference_pairs(
     without one; ``score_chosen``/``score_rejected`` are None when the file has no scores.
     Raises ValueError naming file:line and field for any malformed row.
     """
+    pairs: list[dict[str, Any]] = []
+    for pair in iter_preference_pairs(path):
+        if tokenizer is not None:
+            pair["chosen_length"] = _token_count(tokenizer, pair["chosen"])
+            pair["rejected_length"] = _token_count(tokenizer, pair["rejected"])
+        pairs.append(pair)
+    return pairs
+
+
+def iter_preference_pairs(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The file's rows as pairs.jsonl records, one at a time (validating a large upload keeps only
+    the ids in memory). Same checks and errors as `load_preference_pairs`, raised on reaching the row."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"preference dataset {path} does not exist")
-    pairs: list[dict[str, Any]] = []
     first_line_of_id: dict[str, int] = {}
     for line, row in iter_jsonl(path):
         where = f"{path}:{line}"
-        pair = pair_from_row(row, where=where, default_id=f"pair-{len(pairs):06d}")
+        pair = pair_from_row(row, where=where, default_id=f"pair-{len(first_line_of_id):06d}")
         if pair["id"] in first_line_of_id:
             raise ValueError(
                 f"{where}: id {pair['id']!r} already used on line {first_line_of_id[pair['id']]}"
             )
         first_line_of_id[pair["id"]] = line
-        if tokenizer is not None:
-            pair["chosen_length"] = _token_count(tokenizer, pair["chosen"])
-            pair["rejected_length"] = _token_count(tokenizer, pair["rejected"])
-        pairs.append(pair)
-    if not pairs:
+        yield pair
+    if not first_line_of_id:
         raise ValueError(f"preference dataset {path} has no rows")
-    return pairs
 
 
 def pair_from_row(row: dict[str, Any], *, where: str, default_id: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from aipo_core.config import RunConfig, with_overrides
 from backend.api.common import CONFLICT, ERRORS, RunId, conflict, load_run, run_public, runs_public
-from backend.deps import LauncherDep, SessionDep, SettingsDep, require_token
+from backend.deps import LauncherDep, PrincipalDep, SessionDep, SettingsDep, require_token
 from backend.schemas import RunClone, RunCreate, RunList, RunPublic, RunStatus, SafeStr
 from backend.store import runs as store
 from backend.store.errors import ConflictError
@@ -28,7 +28,11 @@ def _as_run_config(body: RunConfig) -> RunConfig:
     "", status_code=status.HTTP_201_CREATED, response_model=RunPublic, summary="Create and launch a run"
 )
 def create_run(
-    body: RunCreate, session: SessionDep, settings: SettingsDep, launcher: LauncherDep
+    body: RunCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    launcher: LauncherDep,
+    principal: PrincipalDep,
 ) -> RunPublic:
     """Validate the config, store the run with its planned stages, and enqueue the first stage.
 
@@ -36,7 +40,7 @@ def create_run(
     """
     config = _as_run_config(body)
     check_config(config, settings)
-    run = store.create_run(session, config)
+    run = store.create_run(session, config, created_by=principal.name)
     store.launch_run(session, run.id, launcher)
     return run_public(session, run)
 
@@ -48,12 +52,20 @@ def list_runs(
     objective: Annotated[SafeStr | None, Query(max_length=64)] = None,
     name: Annotated[SafeStr | None, Query(max_length=200, description="Case-insensitive substring.")] = None,
     sweep_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    created_by: Annotated[SafeStr | None, Query(max_length=64, description="Token name (exact).")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> RunList:
     """Newest first."""
     runs, total = store.list_runs(
-        session, status=status_, objective=objective, name=name, sweep_id=sweep_id, limit=limit, offset=offset
+        session,
+        status=status_,
+        objective=objective,
+        name=name,
+        sweep_id=sweep_id,
+        created_by=created_by,
+        limit=limit,
+        offset=offset,
     )
     return RunList(items=runs_public(session, runs), total=total, limit=limit, offset=offset)
 
@@ -92,7 +104,12 @@ def resume_run(run_id: RunId, session: SessionDep, launcher: LauncherDep) -> Run
     "/{run_id}/clone", status_code=status.HTTP_201_CREATED, response_model=RunPublic, summary="Clone a run"
 )
 def clone_run(
-    run_id: RunId, body: RunClone, session: SessionDep, settings: SettingsDep, launcher: LauncherDep
+    run_id: RunId,
+    body: RunClone,
+    session: SessionDep,
+    settings: SettingsDep,
+    launcher: LauncherDep,
+    principal: PrincipalDep,
 ) -> RunPublic:
     """A new run from this run's config with dotted-path overrides (e.g. `objective.alpha`), launched."""
     parent = load_run(session, run_id)
@@ -106,6 +123,6 @@ def clone_run(
             [{"type": "value_error", "loc": ("body", "overrides"), "msg": str(exc), "input": None}]
         ) from exc
     check_config(config, settings)
-    run = store.create_run(session, config, parent_run_id=parent.id)
+    run = store.create_run(session, config, parent_run_id=parent.id, created_by=principal.name)
     store.launch_run(session, run.id, launcher)
     return run_public(session, run)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -42,6 +43,7 @@ STAGE_STATUSES: tuple[str, ...] = (
     "skipped",
 )
 STAGE_DONE: tuple[str, ...] = ("succeeded", "skipped")
+TOKEN_SCOPES: tuple[str, ...] = ("read", "write")
 STAGE_UNFINISHED: tuple[str, ...] = ("pending", "queued", "running", "failed", "cancelled")
 
 # 64-bit ids on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
@@ -97,6 +99,7 @@ class Sweep(Base):
     grid: Mapped[dict[str, Any]] = mapped_column(JSON)
     max_concurrent: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
 
     runs: Mapped[list[Run]] = relationship(back_populates="sweep", order_by="Run.id")
 
@@ -107,6 +110,7 @@ class Run(Base):
         CheckConstraint(f"status IN ({_in(RUN_STATUSES)})", name="status"),
         Index(None, "status", "id"),
         Index(None, "objective", "id"),
+        Index(None, "created_by", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -123,6 +127,9 @@ class Run(Base):
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id"), index=True)
     sweep_point: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     parent_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    # Name of the API token that created the run ("operator" for the bootstrap token; NULL for
+    # runs stored before tokens had names).
+    created_by: Mapped[str | None] = mapped_column(String(64))
 
     sweep: Mapped[Sweep | None] = relationship(back_populates="runs")
     iterations: Mapped[list[Iteration]] = relationship(
@@ -269,6 +276,33 @@ class EvalSample(Base):
     baseline_chars: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ApiToken(Base):
+    """A personal API token. Only its SHA-256 is stored (see backend/auth.py for why a plain hash).
+
+    A name is unique among live tokens, so `aipo token revoke alice` then `create alice` rotates.
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint(f"scope IN ({_in(TOKEN_SCOPES)})", name="scope"),
+        Index(
+            "uq_api_tokens_live_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 def execute_update(session: Any, statement: Any, *expire: tuple[type[Base], dict[str, Any]]) -> int:

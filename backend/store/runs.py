@@ -24,8 +24,11 @@ def create_run(
     sweep_id: int | None = None,
     sweep_point: dict[str, Any] | None = None,
     parent_run_id: int | None = None,
+    created_by: str | None = None,
 ) -> Run:
-    """Store a validated config as a queued run with iterations × STAGES pending stages (flushes)."""
+    """Store a validated config as a queued run with iterations × STAGES pending stages (flushes).
+
+    `created_by` is the name of the token that asked for it (None: not known, e.g. old rows)."""
     run = Run(
         name=config.name,
         objective=config.objective.name,
@@ -34,6 +37,7 @@ def create_run(
         sweep_id=sweep_id,
         sweep_point=sweep_point,
         parent_run_id=parent_run_id,
+        created_by=created_by,
     )
     session.add(run)
     session.flush()
@@ -78,6 +82,7 @@ def list_runs(
     objective: str | None = None,
     name: str | None = None,
     sweep_id: int | None = None,
+    created_by: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Run], int]:
@@ -91,6 +96,8 @@ def list_runs(
         query = query.where(Run.name.ilike(f"%{_escape_like(name)}%", escape="\\"))
     if sweep_id is not None:
         query = query.where(Run.sweep_id == sweep_id)
+    if created_by is not None:
+        query = query.where(Run.created_by == created_by)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.scalars(query.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
     return list(page), total

@@ -8,6 +8,7 @@ child leaves the active set (the worker calls it when a run finishes, the API on
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from backend.store.models import Run, Stage, Sweep
 from backend.store.runs import create_run, prepare_launch
 
 MAX_GRID_POINTS = 256
+MAX_VALUES_PER_KEY = 64  # also the request schema's bound (backend.schemas.SweepCreate)
 
 
 class GridPointError(ValueError):
@@ -33,16 +35,32 @@ class GridPointError(ValueError):
         self.errors = errors
 
 
-def expand_grid(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Cartesian product in the grid's key order: {"a": [1, 2], "b": [3]} → [{a:1,b:3}, {a:2,b:3}]."""
-    keys = list(grid)
-    for key in keys:
-        if not grid[key]:
+def grid_size(grid: dict[str, Sequence[Any]]) -> int:
+    """Number of grid points, by arithmetic: the product is never built to be counted.
+
+    ValueError (naming the key) for an empty or over-long value list, or more than
+    MAX_GRID_POINTS points: 8 keys × 64 values would otherwise be 2.8e14 points.
+    """
+    for key, values in grid.items():
+        if not values:
             raise ValueError(f"grid.{key}: needs at least one value")
-    points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
-    if len(points) > MAX_GRID_POINTS:
-        raise ValueError(f"grid: {len(points)} points exceed the limit of {MAX_GRID_POINTS}")
-    return points
+        if len(values) > MAX_VALUES_PER_KEY:
+            raise ValueError(f"grid.{key}: {len(values)} values exceed the limit of {MAX_VALUES_PER_KEY}")
+    size = math.prod(len(values) for values in grid.values())
+    if size > MAX_GRID_POINTS:
+        shape = " × ".join(str(len(values)) for values in grid.values())
+        raise ValueError(f"grid: {shape} = {size} points exceed the limit of {MAX_GRID_POINTS}")
+    return size
+
+
+def expand_grid(grid: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Cartesian product in the grid's key order: {"a": [1, 2], "b": [3]} → [{a:1,b:3}, {a:2,b:3}].
+
+    The size is checked first (`grid_size`), so a refused grid costs no memory.
+    """
+    grid_size(grid)
+    keys = list(grid)
+    return [dict(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def _child_name(base_name: str, point: dict[str, Any]) -> str:
@@ -65,20 +83,29 @@ def child_configs(base: RunConfig, grid: dict[str, Sequence[Any]]) -> list[tuple
 
 
 def create_sweep(
-    session: Session, name: str, base_config: RunConfig, grid: dict[str, Sequence[Any]], max_concurrent: int
+    session: Session,
+    name: str,
+    base_config: RunConfig,
+    grid: dict[str, Sequence[Any]],
+    max_concurrent: int,
+    *,
+    created_by: str | None = None,
 ) -> Sweep:
-    """Store the sweep and one queued child run per grid point; launches none (flushes only)."""
+    """Store the sweep and one queued child run per grid point; launches none (flushes only).
+
+    The children are recorded as created by whoever created the sweep."""
     children = child_configs(base_config, grid)
     sweep = Sweep(
         name=name,
         base_config=base_config.model_dump(mode="json"),
         grid={k: list(v) for k, v in grid.items()},
         max_concurrent=max_concurrent,
+        created_by=created_by,
     )
     session.add(sweep)
     session.flush()
     for point, config in children:
-        create_run(session, config, sweep_id=sweep.id, sweep_point=point)
+        create_run(session, config, sweep_id=sweep.id, sweep_point=point, created_by=created_by)
     return sweep
 
 

@@ -7,9 +7,12 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import api_client, run_form, theme, ui
+from dashboard import api_client, run_form, session, theme, ui
 
 st.title("Launch")
+if not session.can_write():
+    st.info(ui.READ_ONLY_HELP, icon=":material/visibility:")
+    st.stop()
 
 with ui.api_guard():
     catalog = api_client.objective_catalog()

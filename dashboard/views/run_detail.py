@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import api_client, charts, derived, theme, ui
+from dashboard import api_client, charts, derived, session, theme, ui
 
 REFRESH_S = 5
 
@@ -36,6 +36,8 @@ def header() -> None:
         for key, label in (("created_at", "created"), ("started_at", "started"), ("finished_at", "finished"))
         if run.get(key)
     ]
+    if run.get("created_by"):
+        times.append(f"by {run['created_by']}")
     if run.get("parent_run_id"):
         times.append(f"cloned from #{run['parent_run_id']}")
     if run.get("sweep_id"):
@@ -72,26 +74,37 @@ def _act(action, verb: str) -> None:
 
 
 def actions() -> None:
+    writable = session.can_write()
+    read_only = None if writable else ui.READ_ONLY_HELP
     cols = st.columns(4)
     if cols[0].button(
         "Cancel",
         icon=":material/stop_circle:",
-        disabled=not active,
-        help="Stop the run's running and queued stages.",
+        disabled=not (active and writable),
+        help=read_only or "Stop the run's running and queued stages.",
     ):
         _act(api_client.cancel_run, "cancelled")
     resumable = run["status"] in ("failed", "cancelled")
     if cols[1].button(
         "Resume",
         icon=":material/play_arrow:",
-        disabled=not resumable,
-        help="Continue from the first unfinished stage.",
+        disabled=not (resumable and writable),
+        help=read_only or "Continue from the first unfinished stage.",
     ):
         _act(api_client.resume_run, "resumed")
-    if cols[2].button("Clone", icon=":material/content_copy:", help="Launch a new run with the same config."):
+    if cols[2].button(
+        "Clone",
+        icon=":material/content_copy:",
+        disabled=not writable,
+        help=read_only or "Launch a new run with the same config.",
+    ):
         _act(api_client.clone_run, "cloned")
     cols[3].page_link(
-        ui.LAUNCH_PAGE, label="Edit & relaunch", icon=":material/edit:", query_params={"from": run_id}
+        ui.LAUNCH_PAGE,
+        label="Edit & relaunch",
+        icon=":material/edit:",
+        query_params={"from": run_id},
+        disabled=not writable,
     )
 
 

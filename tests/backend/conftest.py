@@ -147,6 +147,23 @@ class Api:
         return response.json()
 
 
+def issue_token(api: Api, name: str | None = None, *, read_only: bool = False) -> tuple[str, str]:
+    """A personal token created in the API's store, as `aipo token create` does: (name, token)."""
+    from backend.db import get_sessionmaker
+    from backend.store.tokens import create_token
+
+    name = name or f"user-{uuid.uuid4().hex[:8]}"
+    with get_sessionmaker(api.settings.resolved_database_url)() as session:
+        _, secret = create_token(session, name, read_only=read_only)
+    return name, secret
+
+
+def client_with(api: Api, token: str | None) -> TestClient:
+    """Another client on the same app, sending `token` (or no Authorization header)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return TestClient(api.client.app, headers=headers)
+
+
 def run_config(**overrides: Any) -> dict[str, Any]:
     """A small valid run config (JSON form)."""
     config: dict[str, Any] = {

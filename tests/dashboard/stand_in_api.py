@@ -52,6 +52,7 @@ def _run(run_id: int, name: str, status: str, objective: dict[str, Any], **extra
         "sweep_id": None,
         "sweep_point": None,
         "parent_run_id": None,
+        "created_by": "operator",
         "progress": None,
         **extra,
     }
@@ -316,6 +317,10 @@ def create_app(token: str, data: StandInData) -> FastAPI:
     @open_router.get("/health", response_model=schemas.HealthPublic)
     def health() -> dict[str, str]:
         return {"status": "ok", "database": "ok"}
+
+    @api.get("/me", response_model=schemas.PrincipalPublic)
+    def me() -> dict[str, Any]:
+        return {"name": "operator", "scope": "write", "operator": True}
 
     @api.get("/runs", response_model=schemas.RunList)
     def list_runs(

@@ -55,14 +55,28 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) 
 
 @pytest.fixture
 def dashboard_url(stand_in, tmp_path) -> Iterator[str]:
-    """A headless `streamlit run dashboard/app.py` on a random port, pointed at the stand-in API."""
-    port = free_port()
+    """A headless `streamlit run dashboard/app.py` on a random port, pointed at the stand-in API,
+    in server-token mode (what `aipo up` runs on 127.0.0.1)."""
     env = {
-        **os.environ,
-        "AIPO_API_URL": stand_in.url,
+        "AIPO_DASHBOARD_AUTH": "server-token",
         "AIPO_API_TOKEN": stand_in.token,
         "AIPO_HOME": str(tmp_path),
     }
+    yield from _dashboard(stand_in.url, env, tmp_path)
+
+
+@pytest.fixture
+def login_dashboard_url(stand_in, tmp_path) -> Iterator[str]:
+    """The same in login mode, without the server's token in its environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AIPO_API_TOKEN", "AIPO_HOME")}
+    yield from _dashboard(stand_in.url, {"AIPO_DASHBOARD_AUTH": "login"}, tmp_path, base=env)
+
+
+def _dashboard(
+    api_url: str, extra: dict[str, str], tmp_path, base: dict[str, str] | None = None
+) -> Iterator[str]:
+    port = free_port()
+    env = {**(os.environ if base is None else base), "AIPO_API_URL": api_url, **extra}
     log = (tmp_path / "streamlit.log").open("w")
     process = subprocess.Popen(
         [
@@ -118,3 +132,36 @@ def test_runs_page_in_a_browser(dashboard_url, tmp_path):
     if os.environ.get("AIPO_SCREENSHOT_DIR"):
         target = Path(os.environ["AIPO_SCREENSHOT_DIR"]) / screenshot.name
         target.write_bytes(screenshot.read_bytes())
+
+
+@pytest.mark.timeout(240)
+def test_login_mode_in_a_browser(login_dashboard_url, stand_in):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(login_dashboard_url, wait_until="domcontentloaded")
+            field = page.get_by_label("API token")
+            field.wait_for(timeout=60_000)
+            assert field.get_attribute("type") == "password"
+            assert page.locator("[role=gridcell]").count() == 0
+            field.fill("wrong-token")
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_text("That token was not accepted").wait_for(timeout=30_000)
+            field.fill(stand_in.token)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+            page.locator("[role=gridcell]", has_text="aipo-smollm2").first.wait_for(
+                state="attached", timeout=60_000
+            )
+            assert page.get_by_text("Signed in as").first.is_visible()
+            assert stand_in.token not in page.url
+            # A second browser context is another person: signed out.
+            other = browser.new_page()
+            other.goto(login_dashboard_url, wait_until="domcontentloaded")
+            other.get_by_label("API token").wait_for(timeout=60_000)
+            assert other.locator("[role=gridcell]").count() == 0
+            page.get_by_role("button", name="Sign out").click()
+            page.get_by_label("API token").wait_for(timeout=30_000)
+        finally:
+            browser.close()

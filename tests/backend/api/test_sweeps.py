@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import tracemalloc
+
 from backend.db import get_sessionmaker
 from backend.store import runs, stages, sweeps
 from tests.backend.conftest import Api, run_config
@@ -58,3 +61,27 @@ def test_invalid_grid_point_is_422_and_stores_nothing(api: Api) -> None:
     assert api.client.post("/api/v1/sweeps", json={**body, "grid": {}}).status_code == 422
     assert api.client.get("/api/v1/runs").json()["total"] == before and api.launcher.sent == []
     assert api.client.get("/api/v1/sweeps/2147483647").status_code == 404
+
+
+def test_a_huge_grid_is_refused_fast_with_bounded_memory(api: Api) -> None:
+    """4 keys × 64 values = 16.8 M points: the product's size is computed, never the product
+    (which took 29 s and 3.6 GB before). bench/request_limits.py prints the figures."""
+    values = [round(0.01 * i, 2) for i in range(64)]
+    grid = {"objective.alpha": values, "objective.beta": values, "objective.lambda_": values, "seed": values}
+    body = {"name": "huge", "base_config": run_config(), "grid": grid}
+    api.client.post("/api/v1/sweeps", json={**body, "grid": {"seed": [1]}})  # warm the route up
+    before = api.client.get("/api/v1/runs").json()["total"]
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        response = api.client.post("/api/v1/sweeps", json=body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    seconds = time.perf_counter() - started
+    assert response.status_code == 422
+    error = response.json()["detail"][0]
+    assert error["loc"] == ["body", "grid"] and "16777216 points exceed the limit of 256" in error["msg"]
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert seconds < 5, f"{seconds:.1f} s"  # generous: ~50 ms here; the old code took 29 s
+    assert api.client.get("/api/v1/runs").json()["total"] == before

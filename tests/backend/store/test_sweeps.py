@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from backend.store import runs, stages, sweeps
@@ -17,6 +19,22 @@ def test_expand_grid_is_the_cartesian_product() -> None:
     assert points[-1] == {"objective.alpha": 0.07, "objective.lambda_": 0.5}
     with pytest.raises(ValueError, match="grid.a"):
         sweeps.expand_grid({"a": []})
+
+
+def test_grid_size_is_arithmetic_and_bounded() -> None:
+    assert sweeps.grid_size(GRID) == 6
+    assert sweeps.grid_size({"a": list(range(256))[:64], "b": [1, 2, 3, 4]}) == 256
+    values = list(range(64))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"64 × 64 × 64 × 64 = 16777216 points exceed the limit of 256"):
+            sweeps.expand_grid({f"k{i}": values for i in range(4)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024  # the product is never built (building it took 3.6 GB)
+    with pytest.raises(ValueError, match="grid.k: 65 values exceed the limit of 64"):
+        sweeps.grid_size({"k": list(range(65))})
 
 
 def test_an_invalid_point_names_itself() -> None:
