@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -36,6 +37,30 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+
+# Architectures of the built-in models (Llama layout), so their size is known without building
+# or loading them (the launch preview counts parameters from these). The tiny model is built from
+# TINY_LLAMA_ARCH itself; SMOLLM2_ARCH is the llama.* metadata of the bundled GGUF file.
+TINY_LLAMA_ARCH: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 512,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "tie_word_embeddings": True,
+}
+SMOLLM2_ARCH: dict[str, Any] = {
+    "model_type": "llama",
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "tie_word_embeddings": True,
+}
 
 # Training text for the tiny tokenizer: enough English to learn common merges. Byte-level BPE
 # still encodes any string, so coverage only affects sequence length, never correctness.
@@ -80,7 +105,7 @@ def _build_tiny_tokenizer() -> PreTrainedTokenizerBase:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=TINY_LLAMA_ARCH["vocab_size"],
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -101,15 +126,12 @@ def _build_tiny_random_llama(folder: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = _build_tiny_tokenizer()
+    arch = {k: v for k, v in TINY_LLAMA_ARCH.items() if k != "model_type"}
+    if len(tokenizer) != arch["vocab_size"]:
+        raise RuntimeError(f"the tiny tokenizer has {len(tokenizer)} tokens, expected {arch['vocab_size']}")
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **arch,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
