@@ -26,6 +26,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from aipo_core.architectures import BUILTIN_ARCHS
 from aipo_core.config import RunConfig
 
 # Decoder layouts the parameter formula knows; anything else needs safetensors weights to count.
@@ -193,9 +194,7 @@ def decoder_parameters(arch: Mapping[str, Any]) -> int:
 
 def bundled_model_size(name: str) -> ModelSize:
     """Size of a built-in model from its architecture constant (nothing is built or loaded)."""
-    from aipo_core.models import SMOLLM2, SMOLLM2_ARCH, TINY_LLAMA_ARCH, TINY_RANDOM_LLAMA
-
-    arch = {TINY_RANDOM_LLAMA: TINY_LLAMA_ARCH, SMOLLM2: SMOLLM2_ARCH}.get(name)
+    arch = BUILTIN_ARCHS.get(name)
     if arch is None:
         raise ValueError(f"{name!r} is not a built-in model")
     return ModelSize(decoder_parameters(arch), f"built-in {name} architecture")

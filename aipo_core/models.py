@@ -20,13 +20,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-TINY_RANDOM_LLAMA = "tiny-random-llama"
-SMOLLM2 = "smollm2-135m-instruct"
+from aipo_core.architectures import SMOLLM2, TINY_LLAMA_ARCH, TINY_RANDOM_LLAMA
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # ChatML, as used by SmolLM2; the tiny model shares it so tests exercise the real prompt shape.
@@ -37,30 +36,6 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-
-# Architectures of the built-in models (Llama layout), so their size is known without building
-# or loading them (the launch preview counts parameters from these). The tiny model is built from
-# TINY_LLAMA_ARCH itself; SMOLLM2_ARCH is the llama.* metadata of the bundled GGUF file.
-TINY_LLAMA_ARCH: dict[str, Any] = {
-    "model_type": "llama",
-    "vocab_size": 512,
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "tie_word_embeddings": True,
-}
-SMOLLM2_ARCH: dict[str, Any] = {
-    "model_type": "llama",
-    "vocab_size": 49152,
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "tie_word_embeddings": True,
-}
 
 # Training text for the tiny tokenizer: enough English to learn common merges. Byte-level BPE
 # still encodes any string, so coverage only affects sequence length, never correctness.

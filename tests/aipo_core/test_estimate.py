@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from aipo_core.architectures import SMOLLM2_ARCH, TINY_LLAMA_ARCH
 from aipo_core.config import RunConfig
 from aipo_core.estimate import (
     ModelSize,
@@ -21,7 +22,7 @@ from aipo_core.estimate import (
     judged_prompts,
     ranking_passes,
 )
-from aipo_core.models import SMOLLM2_ARCH, TINY_LLAMA_ARCH, resolve_model_path, smollm2_gguf_path
+from aipo_core.models import resolve_model_path, smollm2_gguf_path
 
 SIZE = ModelSize(1000, "test")
 
