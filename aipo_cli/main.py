@@ -107,8 +107,18 @@ def submit(
     token: Annotated[
         str | None, typer.Option(help="Bearer token (default $AIPO_API_TOKEN or $AIPO_HOME/token)")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what the run would cost and create nothing.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Idempotency-Key to send (default: a fresh one per invocation). Pass your own when "
+            "a script may run this command again for the same submission."
+        ),
+    ] = None,
 ) -> None:
-    """Submit a run config to the server over HTTP and print the created run as JSON."""
+    """Submit a run config over HTTP and print the created run as JSON (retries never duplicate it)."""
     from aipo_cli.api import DEFAULT_API, ApiClient, ApiError, default_token
 
     cfg = _load_config_or_exit(config)
@@ -116,10 +126,19 @@ def submit(
         api or os.environ.get("AIPO_API_URL", DEFAULT_API), token or default_token(aipo_home())
     )
     try:
-        run = client.submit_run(cfg.model_dump(mode="json"))
+        if dry_run:
+            from rich.console import Console
+
+            from aipo_cli.preview import preview_table
+
+            Console().print(preview_table(client.preview_run(cfg.model_dump(mode="json"))))
+            return
+        run = client.submit_run(cfg.model_dump(mode="json"), idempotency_key=idempotency_key)
     except ApiError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    finally:
+        client.close()
     typer.echo(json.dumps({k: run[k] for k in ("id", "name", "status") if k in run}))
 
 

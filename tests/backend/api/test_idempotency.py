@@ -3,9 +3,7 @@ expiry, scopes, and 20 concurrent submissions with one key through a real uvicor
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import Request
 from sqlalchemy import func, select, update
 
@@ -24,7 +21,7 @@ from backend.db import get_sessionmaker
 from backend.deps import get_launcher
 from backend.store.idempotency import KEY_TTL
 from backend.store.models import IdempotencyKey, Run, Sweep, utcnow
-from tests.backend.conftest import TOKEN, Api, RecordingLauncher, make_settings, run_config
+from tests.backend.conftest import TOKEN, Api, RecordingLauncher, make_settings, run_config, serve
 
 CONCURRENT = 20
 GRID = {"objective.alpha": [0.03, 0.05]}
@@ -152,21 +149,8 @@ def server(db_url: str, tmp_path: Path) -> Iterator[str]:
     app = create_app(make_settings(tmp_path, db_url))
     launcher = RecordingLauncher()
     app.dependency_overrides[get_launcher] = lambda: launcher
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=200))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with serve(app) as url:
+        yield url
 
 
 def test_concurrent_submissions_with_one_key_create_one_run(server: str, db_url: str) -> None:
