@@ -207,8 +207,7 @@ def folder_model_size(folder: Path) -> ModelSize:
     if counted is not None:
         return ModelSize(counted, "safetensors headers")
     try:
-        raw = (folder / "config.json").read_bytes()[:MAX_CONFIG_BYTES]
-        arch = json.loads(raw)
+        arch = json.loads(_read_head(folder / "config.json", MAX_CONFIG_BYTES))
     except (OSError, ValueError) as exc:
         return ModelSize(None, f"no readable config.json ({type(exc).__name__})")
     if not isinstance(arch, dict):
@@ -222,6 +221,14 @@ def folder_model_size(folder: Path) -> ModelSize:
     if bad:
         return ModelSize(None, f"config.json has no usable {', '.join(bad)}")
     return ModelSize(decoder_parameters(arch), f"config.json ({model_type} layout)")
+
+
+def _read_head(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file (never a FIFO or device, which could block or never end)."""
+    if not path.is_file():
+        raise FileNotFoundError(path.name)
+    with path.open("rb") as fh:
+        return fh.read(limit)
 
 
 def _plausible(value: Any) -> bool:
@@ -240,11 +247,13 @@ def _safetensors_parameters(folder: Path) -> int | None:
         shards = ["model.safetensors"]
     elif index.is_file():
         try:
-            weight_map = json.loads(index.read_bytes()[:MAX_INDEX_BYTES]).get("weight_map", {})
+            weight_map = json.loads(_read_head(index, MAX_INDEX_BYTES)).get("weight_map", {})
             shards = sorted(set(weight_map.values()))
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError):
             return None
         if not shards or any(not isinstance(s, str) or Path(s).name != s for s in shards):
+            return None
+        if not all((folder / shard).is_file() for shard in shards):
             return None
     else:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,12 @@ def test_untrusted_folders_give_reasons_not_errors(tmp_path: Path) -> None:
     assert folder_model_size(tmp_path) == ModelSize(None, "config.json has no usable num_hidden_layers")
     (tmp_path / "config.json").write_text("[1, 2]")
     assert folder_model_size(tmp_path).source == "config.json is not a JSON object"
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "config.json")  # would block a reader forever
+    assert folder_model_size(fifo) == ModelSize(None, "no readable config.json (FileNotFoundError)")
+    (fifo / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": ["x"], "b": 1}}))
+    assert folder_model_size(fifo).parameters is None
 
 
 def test_shard_names_outside_the_folder_are_never_opened(tmp_path: Path) -> None:
