@@ -155,8 +155,18 @@ def submit(
             "submit the server's copy; --no-upload-pairs sends the path as it is.",
         ),
     ] = True,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what the run would cost and create nothing.")
+    ] = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            help="Idempotency-Key to send (default: a fresh one per invocation). Pass your own when "
+            "a script may run this command again for the same submission."
+        ),
+    ] = None,
 ) -> None:
-    """Submit a run config to the server over HTTP and print the created run as JSON."""
+    """Submit a run config over HTTP and print the created run as JSON (retries never duplicate it)."""
     from aipo_cli.api import DEFAULT_API, ApiClient, ApiError, default_token
 
     cfg = _load_config_or_exit(config)
@@ -165,15 +175,24 @@ def submit(
     )
     body = cfg.model_dump(mode="json")
     try:
+        if dry_run:
+            from rich.console import Console
+
+            from aipo_cli.preview import preview_table
+
+            Console().print(preview_table(client.preview_run(body)))
+            return
         local_pairs = Path(cfg.initial_pairs).expanduser() if cfg.initial_pairs else None
         if upload_pairs and local_pairs is not None and local_pairs.is_file():
             stored = client.upload_pairs(local_pairs)
             typer.echo(f"uploaded {local_pairs} ({stored['pairs']} pairs) as {stored['path']}", err=True)
             body["initial_pairs"] = stored["path"]
-        run = client.submit_run(body)
+        run = client.submit_run(body, idempotency_key=idempotency_key)
     except ApiError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
+    finally:
+        client.close()
     typer.echo(json.dumps({k: run[k] for k in ("id", "name", "status") if k in run}))
 
 

@@ -383,9 +383,7 @@ def _field_checks(
             # The aliases name the published PairRM checkpoint for a PairRM ranker or judge.
             checks.append((loc, value, lambda d=dotted: access.check_hub_id(PAIRRM_HUB_ID, d)))
         else:
-            checks.append(
-                (loc, value, lambda v=value, d=dotted, a=aliases: access.check_model_spec(v, d, a))
-            )
+            checks.append((loc, value, lambda v=value, d=dotted, a=aliases: access.check_model_spec(v, d, a)))
     pool = config.prompt_pool
     checks.append(
         (("prompt_pool",), pool, lambda: access.check_data_spec(pool, "prompt_pool", BUNDLED_POOLS))

@@ -41,10 +41,9 @@ from transformers import (
 )
 
 from aipo_core.access import AccessError, ModelAccess, SpecKind, check_config_files
+from aipo_core.architectures import SMOLLM2, TINY_LLAMA_ARCH, TINY_RANDOM_LLAMA
 
 DEFAULT_ACCESS = ModelAccess()
-TINY_RANDOM_LLAMA = "tiny-random-llama"
-SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # ChatML, as used by SmolLM2; the tiny model shares it so tests exercise the real prompt shape.
@@ -102,7 +101,7 @@ def _build_tiny_tokenizer() -> PreTrainedTokenizerBase:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512,
+        vocab_size=TINY_LLAMA_ARCH["vocab_size"],
         special_tokens=SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -123,15 +122,12 @@ def _build_tiny_random_llama(folder: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = _build_tiny_tokenizer()
+    arch = {k: v for k, v in TINY_LLAMA_ARCH.items() if k != "model_type"}
+    if len(tokenizer) != arch["vocab_size"]:
+        raise RuntimeError(f"the tiny tokenizer has {len(tokenizer)} tokens, expected {arch['vocab_size']}")
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **arch,
         max_position_embeddings=4096,
-        tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

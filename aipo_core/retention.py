@@ -85,9 +85,7 @@ def _scores(run: Path, k_values: list[int], benchmark: str) -> tuple[dict[int, f
             notes = []
             if key == "win_rate":
                 missing = sorted(k for k, s in summaries.items() if s.get(f"{benchmark}/lc_win_rate") is None)
-                notes.append(
-                    f"best policy chosen by raw win rate: no LC win rate for iteration(s) {missing}"
-                )
+                notes.append(f"best policy chosen by raw win rate: no LC win rate for iteration(s) {missing}")
             return {k: float(v) for k, v in values.items()}, metric, notes
     return {}, None, [f"no {benchmark} win rate recorded; no best policy kept"]
 

@@ -668,3 +668,136 @@ class PairUploadPublic(BaseModel):
     path: str
     pairs: int = Field(description="Rows that passed validation (all of them; one bad row refuses the file).")
     bytes: int
+
+
+# ----------------------------------------------------------------------------- launch preview
+
+EXAMPLE_PREVIEW: dict[str, Any] = {
+    "name": "aipo-smollm2",
+    "iterations": 2,
+    "sampled_iterations": 2,
+    "new_instructions": 32,
+    "candidates_per_prompt": 4,
+    "candidates": 256,
+    "generation_tokens": {"self_instruct": 16384, "candidates": 32768, "evaluation": 16384, "total": 65536},
+    "training_pairs": 64,
+    "training_tokens": 81920,
+    "judge_passes": 896,
+    "eval_prompts": 32,
+    "model": {
+        "spec": "smollm2-135m-instruct",
+        "parameters": 134515008,
+        "source": "built-in smollm2-135m-instruct architecture",
+    },
+    "stages": [
+        {"name": name, "queue": "gpu"} for name in ("self_instruct", "generate", "rank", "train", "evaluate")
+    ],
+    "stages_total": 10,
+    "queues": ["gpu"],
+    "active_runs": 0,
+    "notes": [],
+}
+
+
+class ModelSizePublic(BaseModel):
+    spec: str = Field(description="The config's `model`.")
+    parameters: int | None = Field(description="Parameter count; null when it cannot be known here.")
+    source: str = Field(description="How it was counted, or why it is unavailable.")
+
+
+class GenerationTokensPublic(BaseModel):
+    """Upper bounds on generated tokens over the whole run (generation usually stops earlier)."""
+
+    self_instruct: int
+    candidates: int
+    evaluation: int
+    total: int
+
+
+class StagePlanPublic(BaseModel):
+    name: str
+    queue: str
+
+
+class RunPreviewPublic(BaseModel):
+    """What a run would cost, before it is created (see aipo_core/estimate.py for the formulas)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_PREVIEW]})
+    name: str
+    iterations: int
+    sampled_iterations: int = Field(
+        description="Iterations that sample (iteration 0 of initial_pairs does not)."
+    )
+    new_instructions: int = Field(description="Self-instructed prompts per sampled iteration.")
+    candidates_per_prompt: int
+    candidates: int = Field(description="sampled_iterations × new_instructions × candidates_per_prompt.")
+    generation_tokens: GenerationTokensPublic
+    training_pairs: int | None = Field(description="Pair passes of training over the run, epochs included.")
+    training_tokens: int | None = Field(description="Upper bound on tokens the policy is trained on.")
+    judge_passes: int = Field(description="Forward passes of the ranking and evaluation judges.")
+    eval_prompts: int = Field(description="Judged benchmark prompts per iteration.")
+    model: ModelSizePublic
+    stages: list[StagePlanPublic] = Field(description="One iteration's stages, in order, with their queue.")
+    stages_total: int
+    queues: list[str]
+    active_runs: int = Field(description="Runs queued or running now, which this one would wait behind.")
+    notes: list[str]
+
+
+class SweepChildPreviewPublic(BaseModel):
+    name: str
+    point: dict[str, Any]
+    candidates: int
+    generation_tokens: int
+    training_tokens: int | None
+    judge_passes: int
+    model_parameters: int | None
+
+
+class SweepTotalsPublic(BaseModel):
+    """Sums over every child run (training_tokens null if any child's is unknown)."""
+
+    candidates: int
+    generation_tokens: int
+    training_tokens: int | None
+    judge_passes: int
+    stages_total: int
+
+
+class SweepPreviewPublic(BaseModel):
+    """What a sweep would cost, before anything is created."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "aipo-grid",
+                    "runs": 6,
+                    "max_concurrent": 2,
+                    "totals": {
+                        "candidates": 1536,
+                        "generation_tokens": 393216,
+                        "training_tokens": 491520,
+                        "judge_passes": 5376,
+                        "stages_total": 60,
+                    },
+                    "children": [],
+                    "models": [EXAMPLE_PREVIEW["model"]],
+                    "stages": EXAMPLE_PREVIEW["stages"],
+                    "queues": ["gpu"],
+                    "active_runs": 0,
+                    "notes": [],
+                }
+            ]
+        }
+    )
+    name: str
+    runs: int
+    max_concurrent: int
+    totals: SweepTotalsPublic
+    children: list[SweepChildPreviewPublic]
+    models: list[ModelSizePublic] = Field(description="Each distinct model of the children, with its size.")
+    stages: list[StagePlanPublic]
+    queues: list[str]
+    active_runs: int
+    notes: list[str]

@@ -30,6 +30,7 @@ BUDGET_FIELDS: tuple[Loc, ...] = (
     ("self_instruct", "num_instructions"),
 )
 
+
 def storable_text(value: str) -> str:
     """Reject text PostgreSQL cannot store; usable as a pydantic AfterValidator."""
     if "\x00" in value:

@@ -12,6 +12,7 @@ Every page fetches through the functions below (never httpx directly), so that
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ API_PREFIX = "/api/v1"
 TIMEOUT_S = 10.0
 LIVE_TTL_S = 3  # runs, stages: change while a run is running
 DATA_TTL_S = 30  # metrics, iterations, pairs: grow slowly or never change
+PREVIEW_TTL_S = 60  # launch previews: a config's cost; the queue length in it may change
 HEADLINE_BENCHMARK = "alpaca_eval"
 EVAL_FIELDS = ("win_rate", "lc_win_rate", "avg_length")
 HYPERPARAMETERS = ("beta", "alpha", "lambda_", "gamma")
@@ -175,9 +177,11 @@ def _request(
     params: Mapping[str, Any] | None = None,
     json: Any = None,
     timeout: float = TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """One HTTP call to `{url}/api/v1{path}`; None-valued params are left out."""
-    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    auth = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    headers = {**(headers or {}), **auth}
     query = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
     try:
         response = httpx.request(
@@ -222,17 +226,38 @@ def _get(path: str, params: Mapping[str, Any] | None = None, *, live: bool = Tru
     return fetch(settings.url, settings.token, settings.token_source, path, key)
 
 
-def _post(path: str, body: Any = None) -> Any:
+def _post_response(path: str, body: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
     """A write: sent uncached, then every cached read is dropped so pages show its effect."""
-    response = _request(load_api_settings(), "POST", path, json=body)
+    response = _request(load_api_settings(), "POST", path, json=body, headers=headers)
     clear_cache()
+    return response
+
+
+def _post(path: str, body: Any = None) -> Any:
+    response = _post_response(path, body)
     return response.json() if response.content else {}
+
+
+def _preview_json(url: str, token: str, token_source: str, path: str, body_json: str) -> Any:
+    settings = ApiSettings(url=url, token=token, token_source=token_source)
+    return _request(settings, "POST", path, json=json.loads(body_json)).json()
+
+
+# Previews have no side effects: cached per request body, so a page rerun costs no request.
+_preview = st.cache_data(ttl=PREVIEW_TTL_S, show_spinner=False, max_entries=256)(_preview_json)
+
+
+def _post_preview(path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    settings = load_api_settings()
+    body_json = json.dumps(body, sort_keys=True)
+    return dict(_preview(settings.url, settings.token, settings.token_source, path, body_json))
 
 
 def clear_cache() -> None:
     """Forget every cached read (after a write, or when the user presses Refresh)."""
     _get_live.clear()
     _get_data.clear()
+    _preview.clear()
 
 
 def _items(body: Any, *keys: str) -> list[Any]:
@@ -825,14 +850,34 @@ def sweep_point_value(run: Mapping[str, Any], dotted: str) -> Any:
 # ----------------------------------------------------------------------------- writes
 
 
-def create_run(config: Mapping[str, Any]) -> dict[str, Any]:
-    """POST /runs: validate, store and launch. ApiValidationError carries the field errors."""
-    return _normalise_run(_post("/runs", dict(config)))
+def _key_header(idempotency_key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": idempotency_key} if idempotency_key else {}
 
 
-def create_sweep(body: Mapping[str, Any]) -> dict[str, Any]:
-    """POST /sweeps: {name, base_config, grid: {dotted: [values]}, max_concurrent}."""
-    return dict(_post("/sweeps", dict(body)))
+def create_run(config: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+    """POST /runs: validate, store and launch. ApiValidationError carries the field errors.
+
+    With `idempotency_key`, a repeat returns the run the key already created; `replayed` says so.
+    """
+    response = _post_response("/runs", dict(config), _key_header(idempotency_key))
+    return {**_normalise_run(response.json()), "replayed": response.status_code == 200}
+
+
+def create_sweep(body: Mapping[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+    """POST /sweeps: {name, base_config, grid: {dotted: [values]}, max_concurrent}; `replayed` as
+    for `create_run`."""
+    response = _post_response("/sweeps", dict(body), _key_header(idempotency_key))
+    return {**response.json(), "replayed": response.status_code == 200}
+
+
+def preview_run(config: Mapping[str, Any]) -> dict[str, Any]:
+    """POST /runs/preview: what the run would cost (creates nothing); 422s as for create_run."""
+    return _post_preview("/runs/preview", config)
+
+
+def preview_sweep(body: Mapping[str, Any]) -> dict[str, Any]:
+    """POST /sweeps/preview: runs in the sweep, per-child costs and totals (creates nothing)."""
+    return _post_preview("/sweeps/preview", body)
 
 
 def cancel_run(run_id: int) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """Run configs on the Launch page: defaults, form values → config, YAML round trips, error lookup.
 
 Pure functions (no Streamlit) so the launch logic is testable; the API is the validator of
-record (POST /runs answers 422 with field paths), this module only shapes what is sent.
+record (POST /runs answers 422 with field paths), this module only shapes what is sent and the
+Idempotency-Key it is sent with.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -112,3 +115,14 @@ def parse_yaml(text: str, *, what: str = "config") -> dict[str, Any]:
 def errors_under(errors: Iterable[FieldError], *prefixes: str) -> list[FieldError]:
     """The field errors at one of `prefixes` or inside one ('training' holds 'training.epochs')."""
     return [e for e in errors if any(e.path == p or e.path.startswith(f"{p}.") for p in prefixes)]
+
+
+def submission_key(salt: str, kind: str, body: Mapping[str, Any]) -> str:
+    """The Idempotency-Key of one form state: the same for the same request from the same browser
+    session (so a double click or a rerun returns the first run), new when any field changes.
+
+    `salt` is a random per-session secret, so two people launching identical configs under one
+    shared token still get two runs.
+    """
+    canonical = json.dumps({"kind": kind, "body": body}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{salt}:{canonical}".encode()).hexdigest()[:48]

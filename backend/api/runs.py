@@ -1,17 +1,21 @@
-"""/runs: create (validate + store + launch), list, get, cancel, resume, clone."""
+"""/runs: create (validate + store + launch, idempotent with a key), preview, list, get, cancel,
+resume, clone."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from aipo_core.config import RunConfig, with_overrides
 from backend.api.common import CONFLICT, ERRORS, RunId, conflict, load_run, run_public, runs_public
+from backend.api.idempotency import KEY_RESPONSES, IdempotencyKeyDep, ScopeDep, check_replay
 from backend.deps import LauncherDep, PrincipalDep, SessionDep, SettingsDep, require_token
-from backend.schemas import RunClone, RunCreate, RunList, RunPublic, RunStatus, SafeStr
+from backend.preview import run_preview
+from backend.schemas import RunClone, RunCreate, RunList, RunPreviewPublic, RunPublic, RunStatus, SafeStr
+from backend.store import idempotency as idempotency_store
 from backend.store import runs as store
 from backend.store.errors import ConflictError
 from backend.validation import check_config, prefixed_errors
@@ -25,7 +29,12 @@ def _as_run_config(body: RunConfig) -> RunConfig:
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=RunPublic, summary="Create and launch a run"
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunPublic,
+    responses={200: {"model": RunPublic, "description": "A replay of an earlier request with this key."}}
+    | KEY_RESPONSES,
+    summary="Create and launch a run",
 )
 def create_run(
     body: RunCreate,
@@ -33,16 +42,40 @@ def create_run(
     settings: SettingsDep,
     launcher: LauncherDep,
     principal: PrincipalDep,
+    response: Response,
+    key: IdempotencyKeyDep,
+    scope: ScopeDep,
 ) -> RunPublic:
     """Validate the config, store the run with its planned stages, and enqueue the first stage.
 
-    422 (with field paths) on an invalid or refused config; nothing is stored then.
+    422 (with field paths) on an invalid or refused config; nothing is stored then. With an
+    `Idempotency-Key`, a repeat of the same request within 24 h returns the run it created (200).
     """
     config = _as_run_config(body)
     check_config(config, settings)
+    claim = None
+    if key is not None:
+        fingerprint = idempotency_store.request_hash("POST /runs", config.model_dump(mode="json"))
+        claim = idempotency_store.claim_key(session, scope=scope, key=key, fingerprint=fingerprint)
+        if isinstance(claim, idempotency_store.Replay):
+            check_replay(key, claim, fingerprint, response)
+            return run_public(session, load_run(session, claim.run_id or 0))
     run = store.create_run(session, config, created_by=principal.name)
-    store.launch_run(session, run.id, launcher)
+    if claim is not None:
+        claim.run_id = run.id
+    store.launch_run(session, run.id, launcher)  # commits the run and its key together
+    if claim is not None:
+        idempotency_store.purge_expired(session)
     return run_public(session, run)
+
+
+@router.post("/preview", response_model=RunPreviewPublic, summary="What a run would cost (creates nothing)")
+def preview_run(body: RunCreate, session: SessionDep, settings: SettingsDep) -> RunPreviewPublic:
+    """The launch summary of a config: samples, token bounds, judge passes, model size, stages and
+    queues. Validates exactly like `POST /runs` (same 422s) and stores nothing."""
+    config = _as_run_config(body)
+    check_config(config, settings)
+    return run_preview(config, settings, active_runs=store.count_active_runs(session))
 
 
 @router.get("", response_model=RunList, summary="List runs")

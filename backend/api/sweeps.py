@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from aipo_core.config import RunConfig
 from backend.api.common import ERRORS, not_found, runs_public
+from backend.api.idempotency import KEY_RESPONSES, IdempotencyKeyDep, ScopeDep, check_replay
 from backend.deps import LauncherDep, PrincipalDep, SessionDep, SettingsDep, require_token
-from backend.schemas import MAX_INT32, SweepCreate, SweepPublic
+from backend.preview import sweep_preview
+from backend.schemas import MAX_INT32, SweepCreate, SweepPreviewPublic, SweepPublic
+from backend.store import idempotency as idempotency_store
 from backend.store import sweeps as store
 from backend.store.models import Sweep
+from backend.store.runs import count_active_runs
 from backend.validation import policy_errors, prefixed_errors
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[Depends(require_token)], responses=ERRORS)
 SweepId = Annotated[int, Path(ge=1, le=MAX_INT32, description="Sweep id.")]
 
 
-def _children(body: SweepCreate, settings: SettingsDep) -> RunConfig:
-    """The validated base config; 422 if the grid is too large, or the base or any grid point is
-    invalid or refused. The grid's size is checked first, by arithmetic, before any work."""
+def _children(
+    body: SweepCreate, settings: SettingsDep
+) -> tuple[RunConfig, list[tuple[dict[str, Any], RunConfig]]]:
+    """The validated base config and (point, config) per child; 422 if the grid is too large, or
+    the base or any grid point is invalid or refused. The grid's size is checked first, by
+    arithmetic, before any work."""
     try:
         store.grid_size(body.grid)
     except ValueError as exc:
@@ -43,7 +50,7 @@ def _children(body: SweepCreate, settings: SettingsDep) -> RunConfig:
         errors += policy_errors(config, settings, ("body", "grid"))
     if errors:
         raise RequestValidationError(errors)
-    return base
+    return base, children
 
 
 def _public(session: SessionDep, sweep: Sweep) -> SweepPublic:
@@ -60,24 +67,70 @@ def _public(session: SessionDep, sweep: Sweep) -> SweepPublic:
     )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=SweepPublic, summary="Create a sweep")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SweepPublic,
+    responses={200: {"model": SweepPublic, "description": "A replay of an earlier request with this key."}}
+    | KEY_RESPONSES,
+    summary="Create a sweep",
+)
 def create_sweep(
     body: SweepCreate,
     session: SessionDep,
     settings: SettingsDep,
     launcher: LauncherDep,
     principal: PrincipalDep,
+    response: Response,
+    key: IdempotencyKeyDep,
+    scope: ScopeDep,
 ) -> SweepPublic:
     """One child run per grid point (cartesian product); the first `max_concurrent` are launched,
-    the rest wait and start as children finish. 422 with nothing stored if any point is invalid."""
-    base = _children(body, settings)
+    the rest wait and start as children finish. 422 with nothing stored if any point is invalid.
+    With an `Idempotency-Key`, a repeat of the same request within 24 h returns the sweep (200)."""
+    base, _ = _children(body, settings)
+    claim = None
+    if key is not None:
+        fingerprint = idempotency_store.request_hash(
+            "POST /sweeps",
+            {
+                "name": body.name,
+                "base_config": base.model_dump(mode="json"),
+                "grid": body.grid,
+                "max_concurrent": body.max_concurrent,
+            },
+        )
+        claim = idempotency_store.claim_key(session, scope=scope, key=key, fingerprint=fingerprint)
+        if isinstance(claim, idempotency_store.Replay):
+            check_replay(key, claim, fingerprint, response)
+            return get_sweep(claim.sweep_id or 0, session)
     sweep = store.create_sweep(
         session, body.name, base, body.grid, body.max_concurrent, created_by=principal.name
     )
-    session.commit()
+    if claim is not None:
+        claim.sweep_id = sweep.id
+    session.commit()  # the sweep, its children and its key together
     store.launch_waiting_sweep_runs(session, sweep.id, launcher)
+    if claim is not None:
+        idempotency_store.purge_expired(session)
     session.refresh(sweep)
     return _public(session, sweep)
+
+
+@router.post(
+    "/preview", response_model=SweepPreviewPublic, summary="What a sweep would cost (creates nothing)"
+)
+def preview_sweep(body: SweepCreate, session: SessionDep, settings: SettingsDep) -> SweepPreviewPublic:
+    """Number of child runs, one cost line per child and the totals. Validates exactly like
+    `POST /sweeps` (same 422s, same cap on grid points) and stores nothing."""
+    _, children = _children(body, settings)
+    return sweep_preview(
+        body.name,
+        children,
+        max_concurrent=body.max_concurrent,
+        settings=settings,
+        active_runs=count_active_runs(session),
+    )
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic, summary="Get a sweep with its child runs")

@@ -305,6 +305,27 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class IdempotencyKey(Base):
+    """A client's `Idempotency-Key` on a create request, and what that request created.
+
+    Unique per (scope, key): of two requests racing with one key, the database lets one insert
+    (in the same transaction as its run or sweep) and the other reads that result. `request_hash`
+    is a SHA-256 of the validated request, so a reused key with another body is detected. Keys
+    expire after `backend.store.idempotency.KEY_TTL` and are deleted lazily.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 def execute_update(session: Any, statement: Any, *expire: tuple[type[Base], dict[str, Any]]) -> int:
     """Run a guarded bulk UPDATE, expire the cached objects it may touch; returns the row count."""
     result = session.execute(statement, execution_options={"synchronize_session": False})

@@ -14,7 +14,16 @@ from backend.launcher import Launcher
 from backend.routing import STAGES, queue_for
 from backend.store.errors import ConflictError, NotFoundError
 from backend.store.launching import commit_and_send, mark_queued
-from backend.store.models import RUN_FINISHED, STAGE_DONE, Iteration, Run, Stage, execute_update, utcnow
+from backend.store.models import (
+    RUN_ACTIVE,
+    RUN_FINISHED,
+    STAGE_DONE,
+    Iteration,
+    Run,
+    Stage,
+    execute_update,
+    utcnow,
+)
 
 
 def create_run(
@@ -101,6 +110,11 @@ def list_runs(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.scalars(query.order_by(Run.id.desc()).limit(limit).offset(offset)).all()
     return list(page), total
+
+
+def count_active_runs(session: Session) -> int:
+    """Runs queued or running: the work a run submitted now waits behind."""
+    return session.scalar(select(func.count()).where(Run.status.in_(RUN_ACTIVE))) or 0
 
 
 def _escape_like(text: str) -> str:

@@ -14,18 +14,24 @@ from __future__ import annotations
 import copy
 import itertools
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 
+from aipo_core.config import RunConfig
 from backend import schemas
+from backend.preview import run_preview, sweep_preview
+from backend.settings import Settings
+from backend.store.sweeps import child_configs
 
 T0 = "2025-01-01T12:00:00Z"
 STAGES = ("self_instruct", "generate", "rank", "train", "evaluate")
@@ -197,6 +203,7 @@ class StandInData:
     samples: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     sweeps: dict[int, dict[str, Any]] = field(default_factory=dict)
     created: list[dict[str, Any]] = field(default_factory=list)  # bodies of POST /runs, for assertions
+    idempotency_keys: list[str | None] = field(default_factory=list)  # headers of POST /runs and /sweeps
 
     def add_run(
         self, run: dict[str, Any], evals: list[dict[str, float]], stages_done: int, running: str | None = None
@@ -342,8 +349,27 @@ def create_app(token: str, data: StandInData) -> FastAPI:
         ]
         return {"items": runs[offset : offset + limit], "total": len(runs), "limit": limit, "offset": offset}
 
+    # Previews are the real backend's (they are pure: no store, no broker).
+    preview_settings = Settings(home=Path(tempfile.gettempdir()) / "aipo-stand-in", api_token=token)
+
+    @api.post("/runs/preview", response_model=schemas.RunPreviewPublic)
+    def preview_run(body: schemas.RunCreate) -> schemas.RunPreviewPublic:
+        config = RunConfig.model_validate(body.model_dump(exclude_unset=True))
+        return run_preview(config, preview_settings, active_runs=len(data.runs))
+
+    @api.post("/sweeps/preview", response_model=schemas.SweepPreviewPublic)
+    def preview_sweep(body: schemas.SweepCreate) -> schemas.SweepPreviewPublic:
+        base = RunConfig.model_validate(body.base_config.model_dump(exclude_unset=True))
+        children = child_configs(base, body.grid)
+        return sweep_preview(
+            body.name, children, max_concurrent=body.max_concurrent, settings=preview_settings, active_runs=0
+        )
+
     @api.post("/runs", status_code=201, response_model=schemas.RunPublic)
-    def create_run(body: schemas.RunCreate) -> dict[str, Any]:
+    def create_run(
+        body: schemas.RunCreate, key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+    ) -> dict[str, Any]:
+        data.idempotency_keys.append(key)
         config = body.model_dump(mode="json", exclude_unset=True)
         data.created.append(config)
         run = _run(data.next_id(), body.name, "queued", config.get("objective", {"name": "aipo"}))
@@ -502,7 +528,10 @@ def create_app(token: str, data: StandInData) -> FastAPI:
         return {"items": rows[:limit], "next_cursor": None, "total": len(rows)}
 
     @api.post("/sweeps", status_code=201, response_model=schemas.SweepPublic)
-    def create_sweep(body: schemas.SweepCreate) -> dict[str, Any]:
+    def create_sweep(
+        body: schemas.SweepCreate, key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+    ) -> dict[str, Any]:
+        data.idempotency_keys.append(key)
         sweep_id = max(data.sweeps, default=0) + 1
         base = body.base_config.model_dump(mode="json", exclude_unset=True)
         data.sweeps[sweep_id] = {

@@ -53,3 +53,14 @@ def test_errors_under_matches_whole_path_segments():
     errors = [FieldError("training.epochs", "x"), FieldError("training_extra", "y"), FieldError("name", "z")]
     assert run_form.errors_under(errors, "training") == [errors[0]]
     assert run_form.errors_under(errors, "name", "training_extra") == errors[1:]
+
+
+def test_submission_key_follows_the_request_and_the_session():
+    body = {"name": "a", "training": {"epochs": 1.0, "batch_size": 8}}
+    reordered = {"training": {"batch_size": 8, "epochs": 1.0}, "name": "a"}
+    key = run_form.submission_key("salt", "run", body)
+    assert key == run_form.submission_key("salt", "run", reordered)  # same request, same key
+    assert key != run_form.submission_key("salt", "run", {**body, "name": "b"})  # a field changed
+    assert key != run_form.submission_key("other-session", "run", body)
+    assert key != run_form.submission_key("salt", "sweep", body)
+    assert len(key) == 48 and key.isalnum()
