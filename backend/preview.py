@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aipo_core.access import AccessError, model_spec_kind
 from aipo_core.architectures import BUILTIN_ARCHS
 from aipo_core.config import RunConfig
 from aipo_core.estimate import (
@@ -32,7 +33,6 @@ from backend.schemas import (
     SweepTotalsPublic,
 )
 from backend.settings import Settings
-from backend.validation import is_under_allowed_root, looks_like_local_path
 
 MAX_COUNTED_BYTES = 256 * 1024 * 1024  # larger initial_pairs files are not counted per preview
 
@@ -41,10 +41,11 @@ def model_size(spec: str, settings: Settings) -> ModelSize:
     """Parameter count of a config's `model`, or the reason it is unknown on this server."""
     if spec in BUILTIN_ARCHS:
         return bundled_model_size(spec)
-    if looks_like_local_path(spec, frozenset(BUILTIN_ARCHS)):
-        if not is_under_allowed_root(spec, settings.resolved_allowed_roots):
+    if model_spec_kind(spec) == "path":
+        try:
+            folder = settings.model_access().check_path(spec, "model")
+        except AccessError:
             return ModelSize(None, "local path outside the allowed roots")
-        folder = Path(spec).expanduser()
         return folder_model_size(folder) if folder.is_dir() else ModelSize(None, "not a model folder")
     folder = _hub_cache_folder(spec)
     if folder is None:
@@ -65,9 +66,10 @@ def _hub_cache_folder(repo_id: str) -> Path | None:
 
 def imported_pair_count(path: str, settings: Settings) -> int | None:
     """Non-blank lines of an `initial_pairs` JSONL under the allowed roots; None if not countable."""
-    if not is_under_allowed_root(path, settings.resolved_allowed_roots):
+    try:
+        file = settings.model_access().check_path(path, "initial_pairs")
+    except AccessError:
         return None
-    file = Path(path).expanduser()
     try:
         if not file.is_file() or file.stat().st_size > MAX_COUNTED_BYTES:
             return None

@@ -101,7 +101,7 @@ def test_dry_run_prints_the_preview_and_creates_nothing(db: str, tmp_path: Path)
 def test_dry_run_shows_the_servers_refusal(db: str, tmp_path: Path) -> None:
     with serve(api_app(db, tmp_path)) as url:
         result = submit(url, str(config_file(tmp_path, model="/etc")), "--dry-run")
-    assert result.exit_code == 1 and "model: local path outside the allowed roots" in result.output
+    assert result.exit_code == 1 and "is outside the allowed data roots" in result.output
 
 
 def test_a_retry_after_a_timeout_returns_the_first_run(db: str, tmp_path: Path) -> None:

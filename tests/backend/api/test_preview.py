@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from aipo_core.architectures import TINY_LLAMA_ARCH
 from aipo_core.estimate import decoder_parameters
 from backend.db import get_sessionmaker
+from backend.preview import model_size
 from backend.routing import STAGES, queue_for
 from backend.store.models import Run, Sweep
 from tests.backend.conftest import Api, run_config
@@ -79,11 +80,11 @@ def test_model_size_of_local_folders_and_uncached_hub_ids(api: Api) -> None:
         "parameters": TINY_PARAMETERS,
         "source": "config.json (llama layout)",
     }
-    hub = api.client.post("/api/v1/runs/preview", json=run_config(model="nobody/not-cached-model")).json()
-    assert (
-        hub["model"]["parameters"] is None
-        and "not in this server's Hugging Face cache" in hub["model"]["source"]
-    )
+    refused = api.client.post("/api/v1/runs/preview", json=run_config(model="nobody/not-cached-model"))
+    assert refused.status_code == 422 and refused.json()["detail"][0]["type"] == "hub_model_not_allowed"
+    allowed = api.settings.model_copy(update={"allowed_hub_models": ["nobody/*"]})
+    hub = model_size("nobody/not-cached-model", allowed)
+    assert hub.parameters is None and "not in this server's Hugging Face cache" in hub.source
 
 
 def test_initial_pairs_are_counted_from_the_file(api: Api) -> None:
