@@ -392,7 +392,7 @@ def dpo_config(
         optim="adamw_torch",
         bf16=use_bf16(training.precision),
         fp16=False,
-        activation_checkpointing=training.gradient_checkpointing,
+        gradient_checkpointing=training.gradient_checkpointing,
         max_length=training.max_length,
         beta=objective.resolved()["beta"],
         precompute_ref_log_probs=True,
@@ -492,7 +492,7 @@ def train_policy(
             if previous_forward is not None:
                 model.forward = previous_forward
             if training.gradient_checkpointing:
-                model.activation_checkpointing_disable()
+                model.gradient_checkpointing_disable()
         if trainer.is_world_process_zero():
             save_policy(model, tokenizer, Path(output_dir))
     last = callback.history[-1]["values"] if callback.history else {}
