@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BenchmarkName = Literal["alpaca_eval", "mt_bench", "arena_hard"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+TrainingStrategy = Literal["auto", "ddp", "fsdp", "deepspeed_zero3"]
 RankerKind = Literal["pairrm", "reward_model", "llm_judge"]
 
 
@@ -43,6 +45,18 @@ class GenerationConfig(StrictModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1, le=8192)
     batch_size: int = Field(8, ge=1, le=1024, description="Prompts per generate() call.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="vllm: GPUs one model is split over.")
+    data_parallel_size: int = Field(
+        1, ge=1, le=64, description="vllm: model copies, each sampling its share of the prompts."
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0.0, lt=1.0, description="vllm: share of each GPU's memory vLLM may take."
+    )
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the vllm backend occupies (the hf backend uses the stage's one device)."""
+        return self.tensor_parallel_size * self.data_parallel_size if self.backend == "vllm" else 1
 
 
 class RankerConfig(StrictModel):
@@ -104,12 +118,36 @@ class TrainingConfig(StrictModel):
         "auto", description="auto = bf16 where the device supports it, else fp32."
     )
     gradient_checkpointing: bool = False
+    num_processes: int = Field(
+        1, ge=1, le=64, description="Training processes (one per GPU; `accelerate launch` when > 1)."
+    )
+    strategy: TrainingStrategy = Field(
+        "auto",
+        description="auto = ddp when num_processes > 1; fsdp / deepspeed_zero3 shard weights, "
+        "gradients and optimizer state across the processes.",
+    )
 
     @model_validator(mode="after")
     def _prompt_fits(self) -> TrainingConfig:
         if self.max_prompt_length >= self.max_length:
             raise ValueError("max_prompt_length must be smaller than max_length")
         return self
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self) -> TrainingConfig:
+        if self.batch_size % self.num_processes:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch and must be a multiple of "
+                f"num_processes ({self.num_processes})"
+            )
+        return self
+
+    @property
+    def resolved_strategy(self) -> str:
+        """`single` for one process; ddp for several unless a sharding strategy was asked for."""
+        if self.num_processes == 1 and self.strategy in ("auto", "ddp"):
+            return "single"
+        return "ddp" if self.strategy == "auto" else self.strategy
 
 
 class JudgeConfig(StrictModel):
@@ -147,6 +185,9 @@ class RunConfig(StrictModel):
         None, description="TRL prompt/chosen/rejected JSONL used as iteration 0's pairs (skips sampling)."
     )
     trust_remote_code: bool = False
+    device: DeviceName = Field(
+        "auto", description="Where every model-using stage runs: auto = cuda when the worker has a GPU."
+    )
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)

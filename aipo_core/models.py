@@ -20,9 +20,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from aipo_core.devices import Placement
 
 TINY_RANDOM_LLAMA = "tiny-random-llama"
 SMOLLM2 = "smollm2-135m-instruct"
@@ -201,12 +205,16 @@ def load_model_and_tokenizer(
     trust_remote_code: bool = False,
     cache_dir: Path | str | None = None,
     dtype: torch.dtype | None = None,
+    placement: Placement | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a config `model` string (see module docstring)."""
+    """Load a causal LM and its tokenizer from a config `model` string (see module docstring).
+
+    With a `placement` the weights load straight onto its device in its dtype (`device_map`), never
+    as a full fp32 copy in host memory first; without one, fp32 (or `dtype`) on the CPU.
+    """
     path = resolve_model_path(spec, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
-    )
+    placed = placement.load_kwargs() if placement is not None else {"dtype": dtype or torch.float32}
+    model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, **placed)
     tokenizer = load_tokenizer(spec, cache_dir=cache_dir, trust_remote_code=trust_remote_code)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -9,6 +9,12 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
     train         → policy/                θ_{k+1} trained on the pairs, reference θ_k
     evaluate      → eval/{benchmark}.jsonl θ_{k+1} against the benchmark baseline, + analysis
 
+Every model-using stage resolves a `Placement` (`aipo_core.devices`: device, dtype, processes) from
+the config and the worker's hardware, checks that its model fits (`aipo_core.preflight`), loads
+straight onto the device and records `placement` in its summary. Generation, self-instruct and
+evaluation use the inference placement; rank (whose reference log-probs must equal the trainer's
+step-0 log-probs) and train use the training placement.
+
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
 summary without touching the model. The worker runs exactly these functions in child processes;
@@ -25,6 +31,7 @@ from typing import Any
 
 from aipo_core import artifacts
 from aipo_core.config import RunConfig
+from aipo_core.devices import Hardware, Placement, inference_placement, training_placement
 from aipo_core.objectives import get_objective
 
 Sink = Callable[[dict[str, Any]], None]
@@ -41,6 +48,7 @@ class StageContext:
     iteration: int
     model_cache_dir: Path | None = None
     sink: Sink | None = None
+    hardware: Hardware | None = None
 
     @property
     def dir(self) -> Path:
@@ -72,11 +80,54 @@ def stage_complete(ctx: StageContext, stage: str) -> bool:
     return artifacts.is_complete(stage_summary_path(ctx, stage))
 
 
-def _load_policy(ctx: StageContext, spec: str):
+def _hardware(ctx: StageContext) -> Hardware:
+    return ctx.hardware or Hardware.probe()
+
+
+def _model_shape(ctx: StageContext, spec: str):
+    from aipo_core.models import resolve_model_path
+    from aipo_core.preflight import model_shape
+
+    path = resolve_model_path(spec, ctx.model_cache_dir)
+    return model_shape(path, trust_remote_code=ctx.config.trust_remote_code)
+
+
+def _inference_placement(ctx: StageContext, spec: str, stage: str, *, rows: int, tokens: int) -> Placement:
+    """The inference placement, after checking that `spec` plus a KV cache of rows × tokens fits."""
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, inference_need
+
+    placement = inference_placement(ctx.config, _hardware(ctx))
+    shape = _model_shape(ctx, spec)
+    need = inference_need(shape, placement, rows=rows, tokens=tokens)
+    check_memory(stage, spec, shape, need, placement, available_memory(placement))
+    return placement
+
+
+def _scoring_placement(ctx: StageContext, spec: str, stage: str) -> Placement:
+    """The training placement for one process (reference / policy log-probs), after a preflight."""
+    from dataclasses import replace
+
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, inference_need
+
+    training = ctx.config.training
+    full = training_placement(ctx.config, _hardware(ctx))
+    placement = replace(full, num_processes=1, strategy="single", gpus=full.gpus[:1])
+    shape = _model_shape(ctx, spec)
+    need = inference_need(shape, placement, rows=2 * training.batch_size, tokens=training.max_length)
+    check_memory(stage, spec, shape, need, placement, available_memory(placement))
+    return placement
+
+
+def _load_policy(ctx: StageContext, spec: str, placement: Placement):
     from aipo_core.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(
-        spec, trust_remote_code=ctx.config.trust_remote_code, cache_dir=ctx.model_cache_dir
+        spec,
+        trust_remote_code=ctx.config.trust_remote_code,
+        cache_dir=ctx.model_cache_dir,
+        placement=placement,
     )
 
 
@@ -94,7 +145,10 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
         return {"skipped": "initial_pairs", "instructions": 0}
     cfg = ctx.config.self_instruct
     pool = load_prompt_pool(ctx.config.prompt_pool)
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    placement = _inference_placement(
+        ctx, ctx.policy_in(), "self_instruct", rows=cfg.batch_size, tokens=1024 + cfg.max_new_tokens
+    )
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), placement)
     result = generate_instructions(
         model, tokenizer, pool, cfg, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
@@ -110,36 +164,64 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
         "calls": result.calls,
         "tokens_per_s": result.tokens_per_s,
         **{f"dropped_{rule}": n for rule, n in result.drop_counts.items()},
+        "placement": placement.describe(),
     }
 
 
 def stage_generate(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.generation import generate_candidates, make_generator
-    from aipo_core.models import resolve_model_path
 
     if _imports_initial_pairs(ctx):
         artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", [])
         return {"skipped": "initial_pairs", "prompts": 0}
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
-    generator = make_generator(
-        ctx.config.generation,
-        model,
-        tokenizer,
-        model_path=resolve_model_path(ctx.policy_in(), ctx.model_cache_dir),
-        trust_remote_code=ctx.config.trust_remote_code,
-    )
+    cfg = ctx.config.generation
+    if cfg.backend == "vllm":
+        placement, generator = _vllm_generator(ctx)
+    else:
+        placement = _inference_placement(
+            ctx,
+            ctx.policy_in(),
+            "generate",
+            rows=cfg.batch_size * cfg.num_candidates,
+            tokens=ctx.config.training.max_prompt_length + cfg.max_new_tokens,
+        )
+        model, tokenizer = _load_policy(ctx, ctx.policy_in(), placement)
+        generator = make_generator(cfg, model, tokenizer)
     records, stats = generate_candidates(
-        instructions, generator, ctx.config.generation, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
+        instructions, generator, cfg, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
     artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", records)
-    return {"prompts": len(records), **stats}
+    return {"prompts": len(records), **stats, "placement": placement.describe()}
+
+
+def _vllm_generator(ctx: StageContext):
+    """vLLM in child processes over tensor × data parallel GPUs; this process never loads weights,
+    so the GPUs are entirely vLLM's while it samples and entirely free once it has returned."""
+    from aipo_core.devices import inference_placement
+    from aipo_core.generation import vllm_generator
+    from aipo_core.models import load_tokenizer, resolve_model_path
+
+    cfg = ctx.config.generation
+    placement = inference_placement(ctx.config, _hardware(ctx), gpus=cfg.gpus)
+    if placement.device != "cuda":
+        raise RuntimeError("generation.backend 'vllm' needs a CUDA GPU; use backend: hf on CPU workers")
+    path = resolve_model_path(ctx.policy_in(), ctx.model_cache_dir)
+    tokenizer = load_tokenizer(
+        ctx.policy_in(), cache_dir=ctx.model_cache_dir, trust_remote_code=ctx.config.trust_remote_code
+    )
+    generator = vllm_generator(
+        cfg, path, tokenizer, placement=placement, trust_remote_code=ctx.config.trust_remote_code
+    )
+    return placement, generator
 
 
 def stage_rank(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.ranking import make_ranker, rank_candidates, select_pairs
 
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    # The training placement: the reference log-probs below must be the trainer's step-0 forward.
+    placement = _scoring_placement(ctx, ctx.policy_in(), "rank")
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), placement)
     training = ctx.config.training
     summary: dict[str, Any] = {}
     if _imports_initial_pairs(ctx):
@@ -155,8 +237,11 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             policy=(model, tokenizer),
             batch_size=ctx.config.ranker.batch_size,
             trust_remote_code=ctx.config.trust_remote_code,
+            device=str(placement.torch_device()),
+            cache_dir=ctx.model_cache_dir,
         )
-        scores = rank_candidates(candidates, ranker, sink=ctx.sink)
+        with placement.autocast():
+            scores = rank_candidates(candidates, ranker, sink=ctx.sink)
         pairs, drops = select_pairs(
             candidates,
             scores,
@@ -166,12 +251,13 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
         )
         summary |= {"candidates": len(candidates), **{f"dropped_{k}": v for k, v in drops.items()}}
     ctx.progress(0.8, "reference log-probs")
-    pairs = _score_pairs(ctx, pairs, model, tokenizer)
+    pairs = _score_pairs(ctx, pairs, model, tokenizer, placement)
     artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
     s_ref = [p["s_ref"] for p in pairs]
     summary |= {
         "pairs": len(pairs),
         "agreement_rate": sum(s > 0 for s in s_ref) / len(s_ref) if s_ref else None,
+        "placement": placement.describe(),
     }
     return summary
 
@@ -185,7 +271,23 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
             f"iteration {ctx.iteration}: no preference pairs survived ranking and filtering; "
             "raise self_instruct.num_instructions or generation.num_candidates"
         )
-    model, tokenizer = _load_policy(ctx, ctx.policy_in())
+    placement = _training_placement(ctx, ctx.policy_in())
+    if placement.num_processes > 1:
+        from aipo_core.distributed import train_distributed
+
+        steps, metrics = train_distributed(
+            model=ctx.policy_in(),
+            config=ctx.config,
+            pairs_path=ctx.dir / "pairs.jsonl",
+            output_dir=ctx.policy_out(),
+            placement=placement,
+            seed=ctx.config.seed + ctx.iteration,
+            workdir=ctx.dir,
+            sink=ctx.sink,
+            model_cache_dir=ctx.model_cache_dir,
+        )
+        return {"steps": steps, **metrics, "placement": placement.describe()}
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), placement)
     # train_policy saves atomically: policy/ exists only once it is complete.
     result = train_policy(
         model,
@@ -196,12 +298,37 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         output_dir=ctx.policy_out(),
         seed=ctx.config.seed + ctx.iteration,
         sink=ctx.sink,
+        placement=placement,
     )
-    return {"steps": result.steps, **result.metrics}
+    return {"steps": result.steps, **result.metrics, "placement": placement.describe()}
 
 
-def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[dict[str, Any]]:
-    """Copies of `pairs` with `model`'s summed response log-probs, tokenized as the trainer does."""
+def _training_placement(ctx: StageContext, spec: str) -> Placement:
+    """The training placement, after checking weights + gradients + AdamW + activations fit."""
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, training_need, training_options
+
+    training = ctx.config.training
+    placement = training_placement(ctx.config, _hardware(ctx))
+    shape = _model_shape(ctx, spec)
+    available = available_memory(placement)
+    check_memory(
+        "train",
+        spec,
+        shape,
+        training_need(shape, placement, training),
+        placement,
+        available,
+        options=lambda: training_options(shape, placement, training, available),
+    )
+    return placement
+
+
+def _score_pairs(
+    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer, placement: Placement
+) -> list[dict[str, Any]]:
+    """Copies of `pairs` with `model`'s summed response log-probs, tokenized and computed (device,
+    weight dtype, autocast) as the trainer does; `model` must be loaded with the training placement."""
     from aipo_core.training import attach_reference_logps
 
     training = ctx.config.training
@@ -212,24 +339,46 @@ def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenize
         batch_size=training.batch_size,
         max_prompt_length=training.max_prompt_length,
         max_length=training.max_length,
-        precision=training.precision,
+        placement=placement,
     )
 
 
-def _policy_margins(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[float]:
-    """s_θ = logπθ(y_w) − logπθ(y_l) under the trained policy θ_{k+1}, one per pair (for Eq. 8)."""
+def _policy_margins(
+    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer, placement: Placement
+) -> list[float]:
+    """s_θ = logπθ(y_w) − logπθ(y_l) under the trained policy θ_{k+1}, one per pair (for Eq. 8),
+    computed like s_ref (training placement). `model` was loaded with `placement` (the inference
+    one); when its weight dtype differs from training's, θ_{k+1} is loaded again for the scoring."""
     if not pairs:
         return []
+    scoring = _scoring_placement(ctx, str(ctx.policy_out()), "evaluate")
+    if scoring.dtype != placement.dtype or scoring.device != placement.device:
+        del model
+        model, tokenizer = _load_policy(ctx, str(ctx.policy_out()), scoring)
     # The scorer names its margin s_ref; here the scoring model is θ_{k+1}, so it is s_θ.
-    return [p["s_ref"] for p in _score_pairs(ctx, pairs, model, tokenizer)]
+    return [p["s_ref"] for p in _score_pairs(ctx, pairs, model, tokenizer, scoring)]
 
 
 def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
-    from aipo_core.analysis import analyze_pairs
+    from aipo_core.analysis import analyze_pairs, default_embedder
     from aipo_core.evaluation import evaluate_policy, make_judge
 
-    model, tokenizer = _load_policy(ctx, str(ctx.policy_out()))
-    judge = make_judge(ctx.config.evaluation.judge, policy=(model, tokenizer))
+    evaluation = ctx.config.evaluation
+    placement = _inference_placement(
+        ctx,
+        str(ctx.policy_out()),
+        "evaluate",
+        rows=evaluation.judge.batch_size,
+        tokens=ctx.config.training.max_prompt_length + evaluation.max_new_tokens,
+    )
+    model, tokenizer = _load_policy(ctx, str(ctx.policy_out()), placement)
+    judge = make_judge(
+        evaluation.judge,
+        policy=(model, tokenizer),
+        trust_remote_code=ctx.config.trust_remote_code,
+        device=str(placement.torch_device()),
+        cache_dir=ctx.model_cache_dir,
+    )
     summary: dict[str, Any] = {}
     benchmarks = ctx.config.evaluation.benchmarks
     for i, benchmark in enumerate(benchmarks):
@@ -250,15 +399,16 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     ctx.progress(0.9, "pair analysis")
     analysis = analyze_pairs(
         pairs,
-        s_theta=_policy_margins(ctx, pairs, model, tokenizer),
+        s_theta=_policy_margins(ctx, pairs, model, tokenizer, placement),
         beta=objective["beta"],
         alpha=objective.get("alpha", 0.0)
         if get_objective(ctx.config.objective.name).scales_reference
         else 0.0,
         similarity=bool(pairs),
+        embedder=default_embedder(placement.torch_device().type) if pairs else None,
     )
     artifacts.write_json_atomic(ctx.dir / "analysis.json", analysis)
-    return summary
+    return {**summary, "placement": placement.describe()}
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
@@ -279,13 +429,17 @@ def run_stage(
     iteration: int,
     sink: Sink | None = None,
     model_cache_dir: Path | None = None,
+    hardware: Hardware | None = None,
 ) -> dict[str, Any]:
-    """Run one stage of one iteration (idempotent) and return its summary metrics."""
+    """Run one stage of one iteration (idempotent) and return its summary metrics.
+
+    `hardware` defaults to what this process sees (`Hardware.probe()`).
+    """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"stage {stage!r} is unknown; expected one of {', '.join(STAGES)}")
     if not 0 <= iteration < config.iterations:
         raise ValueError(f"iteration {iteration} is outside 0..{config.iterations - 1}")
-    ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink)
+    ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink, hardware)
     summary_path = stage_summary_path(ctx, stage)
     if artifacts.is_complete(summary_path):
         return artifacts.read_json(summary_path)
