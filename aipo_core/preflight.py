@@ -147,7 +147,8 @@ def _fits(need: MemoryNeed, placement: Placement, available: int) -> bool:
 def training_options(
     shape: ModelShape, placement: Placement, training: TrainingConfig, available: int
 ) -> list[str]:
-    """Settings (each alone, or with sharding) under which the training need fits `available`."""
+    """Settings under which the training need fits `available`: each single change, and for each
+    sharding strategy the fewest processes (with gradient checkpointing) that fit."""
     candidates: list[tuple[str, Placement, TrainingConfig]] = []
     if placement.compute_dtype == torch.float32 and placement.device == "cuda":
         bf16 = replace(placement, autocast_dtype=torch.bfloat16)
@@ -169,11 +170,16 @@ def training_options(
                 f"(and gradient checkpointing; {n} GPUs)"
             )
             candidates.append((label, sharded, sharded_training))
-    fitting = []
+    fitting: list[str] = []
+    sharded_fit: set[str] = set()  # strategies already offered at a smaller process count
     for label, option_placement, option_training in candidates:
+        if option_placement.strategy in sharded_fit:
+            continue
         need = training_need(shape, option_placement, option_training)
         if _fits(need, option_placement, available):
             fitting.append(f"{label}: ~{need.total / GiB:.1f} GiB per device")
+            if option_placement.sharded:
+                sharded_fit.add(option_placement.strategy)
     return fitting
 
 
