@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
 
-from backend.api import metrics, objectives, pairs, progress, runs, sweeps
+from backend.api import metrics, objectives, pairs, progress, runs, sweeps, workers
 from backend.auth import resolve_api_token
 from backend.db import get_engine
 from backend.deps import SettingsDep
@@ -71,6 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     health = _health_router()
     app.include_router(health)
     app.include_router(health, prefix=API_PREFIX)
-    for module in (runs, sweeps, progress, metrics, pairs, objectives):
+    for module in (runs, sweeps, progress, metrics, pairs, objectives, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
