@@ -73,3 +73,12 @@ def test_dockerfile_builds_the_package_with_pinned_torch() -> None:
     referenced = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
     for path in referenced:
         assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+
+
+def test_gpu_worker_runs_the_gpu_image_with_the_extra() -> None:
+    build = SERVICES["worker-gpu"]["build"]
+    assert build["args"]["EXTRAS"] == "gpu" and "pypi.org" in build["args"]["TORCH_INDEX_URL"]
+    assert SERVICES["worker-gpu"]["image"] != SERVICES["api"]["image"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'pip install -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"' in dockerfile
+    assert "vllm==0.32.0" in (ROOT / "constraints.txt").read_text()
