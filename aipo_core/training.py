@@ -397,7 +397,7 @@ def dpo_config(
     processes = placement.num_processes if placement else 1
     bf16 = placement.autocast_dtype == torch.bfloat16 if placement else use_bf16(training.precision)
     on_cuda = placement.device == "cuda" if placement else torch.cuda.is_available()
-    return DPOConfig(
+    arguments: dict[str, Any] = dict(
         output_dir=str(scratch_dir),
         per_device_train_batch_size=training.batch_size // processes,
         use_cpu=not on_cuda,
@@ -427,8 +427,8 @@ def dpo_config(
         seed=seed,
         data_seed=seed,
         ddp_find_unused_parameters=False,
-        **_sharding_arguments(placement, training),
     )
+    return DPOConfig(**{**arguments, **_sharding_arguments(placement, training)})
 
 
 def _sharding_arguments(placement: Placement | None, training: TrainingConfig) -> dict[str, Any]:
@@ -437,12 +437,12 @@ def _sharding_arguments(placement: Placement | None, training: TrainingConfig) -
         return {}
     if placement.strategy == "fsdp":
         return {
-            "fsdp": "full_shard auto_wrap",
+            "fsdp": True,
             "fsdp_config": {
+                "version": 2,
+                "reshard_after_forward": True,  # full shard; one unit per decoder layer (default wrap)
                 "cpu_ram_efficient_loading": True,  # rank 0 reads the checkpoint, the others receive it
-                "sync_module_states": True,
                 "state_dict_type": "FULL_STATE_DICT",
-                "use_orig_params": True,
                 "activation_checkpointing": training.gradient_checkpointing,
             },
             # FSDP checkpoints activations itself; the model-level switch would do it twice.
@@ -492,6 +492,7 @@ def _save_sharded(trainer: PreferenceTrainer, tokenizer: PreTrainedTokenizerBase
     trainer.save_model(str(staging))
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the policy needs none
         tokenizer.save_pretrained(staging)
         with atomic_dir(output_dir) as target:
             for item in staging.iterdir():
