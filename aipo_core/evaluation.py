@@ -30,6 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aipo_core.config import EvaluationConfig, JudgeConfig
 from aipo_core.data.benchmarks import BenchmarkItem, load_benchmark
+from aipo_core.devices import Placement
 from aipo_core.generation import Generator, HFGenerator
 from aipo_core.winrate import win_rates
 
@@ -106,8 +107,10 @@ def make_judge(
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    placement: Placement | None = None,
 ) -> PairwiseJudge:
-    """The judge `evaluation.judge` describes; `model: policy` judges with the evaluated policy."""
+    """The judge `evaluation.judge` describes; `model: policy` judges with the evaluated policy.
+    A separate judge model loads with `placement` (device and dtype) when given."""
     if config.kind == "alpaca_eval":
         return AlpacaEvalJudge(config.annotator or DEFAULT_ALPACA_EVAL_ANNOTATOR)
     from aipo_core.ranking import make_ranker
@@ -120,6 +123,7 @@ def make_judge(
         trust_remote_code=trust_remote_code,
         device=device,
         cache_dir=cache_dir,
+        placement=placement,
     )
 
 

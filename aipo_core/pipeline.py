@@ -23,6 +23,7 @@ summary without touching the model. The worker runs exactly these functions in c
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,8 +81,14 @@ def stage_complete(ctx: StageContext, stage: str) -> bool:
     return artifacts.is_complete(stage_summary_path(ctx, stage))
 
 
+@functools.cache
+def _this_machine() -> Hardware:
+    return Hardware.probe()
+
+
 def _hardware(ctx: StageContext) -> Hardware:
-    return ctx.hardware or Hardware.probe()
+    """The hardware placements are resolved against: the context's, else this machine's (probed once)."""
+    return ctx.hardware or _this_machine()
 
 
 def _model_shape(ctx: StageContext, spec: str):
@@ -237,8 +244,9 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             policy=(model, tokenizer),
             batch_size=ctx.config.ranker.batch_size,
             trust_remote_code=ctx.config.trust_remote_code,
-            device=str(placement.torch_device()),
             cache_dir=ctx.model_cache_dir,
+            # A separate judge or reward model is an inference model: compute dtype, no autocast.
+            placement=inference_placement(ctx.config, _hardware(ctx)),
         )
         with placement.autocast():
             scores = rank_candidates(candidates, ranker, sink=ctx.sink)
@@ -376,8 +384,8 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         evaluation.judge,
         policy=(model, tokenizer),
         trust_remote_code=ctx.config.trust_remote_code,
-        device=str(placement.torch_device()),
         cache_dir=ctx.model_cache_dir,
+        placement=placement,
     )
     summary: dict[str, Any] = {}
     benchmarks = ctx.config.evaluation.benchmarks

@@ -32,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from aipo_core.devices import Placement
 from aipo_core.models import inference
 from aipo_core.pairrm_compat import import_llm_blender
 
@@ -192,11 +193,23 @@ class RewardModelRanker(Ranker):
 
     @classmethod
     def from_pretrained(
-        cls, spec: str, *, batch_size: int = 8, trust_remote_code: bool = False, device: str | None = None
+        cls,
+        spec: str,
+        *,
+        batch_size: int = 8,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+        placement: Placement | None = None,
     ) -> RewardModelRanker:
-        model = AutoModelForSequenceClassification.from_pretrained(spec, trust_remote_code=trust_remote_code)
+        """Load the reward model; with a `placement`, straight onto its device in its dtype."""
+        placed = placement.load_kwargs() if placement is not None else {}
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec, trust_remote_code=trust_remote_code, **placed
+        )
+        if placement is None:
+            model = model.to(device or _default_device())
         tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
-        return cls(model.to(device or _default_device()), tokenizer, batch_size=batch_size)
+        return cls(model, tokenizer, batch_size=batch_size)
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """One reward per (prompt, response) pair."""
@@ -374,12 +387,16 @@ def make_ranker(
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    placement: Placement | None = None,
 ) -> Ranker:
     """Build the ranker a `RankerConfig`/`JudgeConfig` describes.
 
     `model_spec == "policy"` means the current policy (`policy=(model, tokenizer)`) for
-    `llm_judge`, and the published PairRM checkpoint for `pairrm`.
+    `llm_judge`, and the published PairRM checkpoint for `pairrm`. A separate judge or reward
+    model loads with `placement` (`aipo_core.devices`) when given: on its device, in its dtype.
     """
+    if placement is not None:
+        device = str(placement.torch_device())
     if kind == "pairrm":
         return PairRMRanker(
             PAIRRM_HUB_ID if model_spec == POLICY else model_spec, batch_size=batch_size, device=device
@@ -390,7 +407,11 @@ def make_ranker(
                 "ranker.model: kind 'reward_model' needs a reward model id or path, not 'policy'"
             )
         return RewardModelRanker.from_pretrained(
-            model_spec, batch_size=batch_size, trust_remote_code=trust_remote_code, device=device
+            model_spec,
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            device=device,
+            placement=placement,
         )
     if kind == "llm_judge":
         if model_spec == POLICY:
@@ -403,9 +424,10 @@ def make_ranker(
             from aipo_core.models import load_model_and_tokenizer
 
             model, tokenizer = load_model_and_tokenizer(
-                model_spec, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+                model_spec, trust_remote_code=trust_remote_code, cache_dir=cache_dir, placement=placement
             )
-            model = model.to(device or _default_device())
+            if placement is None:
+                model = model.to(device or _default_device())
         return LLMJudgeRanker(model, tokenizer, batch_size=batch_size)
     raise ValueError(f"ranker.kind: unknown kind {kind!r} (expected one of {', '.join(RANKER_KINDS)})")
 
