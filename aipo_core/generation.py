@@ -370,6 +370,21 @@ def _vllm_generate_in_subprocess(request: _VLLMRequest) -> tuple[list[list[tuple
     return rows, elapsed
 
 
+def shard_prompts(
+    count: int, data_parallel: int, tensor_parallel: int, gpu_indices: Sequence[int]
+) -> list[tuple[slice, str | None]]:
+    """Contiguous prompt ranges, one per data-parallel replica, each with its `tensor_parallel`
+    GPUs as a CUDA_VISIBLE_DEVICES value (None with one replica: vLLM sees the stage's GPUs)."""
+    replicas = max(1, min(data_parallel, count))
+    bounds = [round(i * count / replicas) for i in range(replicas + 1)]
+    shards = []
+    for i in range(replicas):
+        gpus = gpu_indices[i * tensor_parallel : (i + 1) * tensor_parallel]
+        visible = ",".join(str(g) for g in gpus) if replicas > 1 and gpus else None
+        shards.append((slice(bounds[i], bounds[i + 1]), visible))
+    return shards
+
+
 @dataclass(eq=False, repr=False)
 class VLLMGenerator:
     """vLLM sampling of a saved model folder, in a child process (module docstring)."""
@@ -388,17 +403,6 @@ class VLLMGenerator:
 
     def __post_init__(self) -> None:
         require_vllm()
-
-    def _shards(self, count: int) -> list[tuple[slice, str | None]]:
-        """Contiguous prompt ranges, one per data-parallel replica, with that replica's GPUs."""
-        replicas = max(1, min(self.data_parallel_size, count))
-        bounds = [round(i * count / replicas) for i in range(replicas + 1)]
-        shards = []
-        for i in range(replicas):
-            gpus = self.gpu_indices[i * self.tensor_parallel_size : (i + 1) * self.tensor_parallel_size]
-            visible = ",".join(str(g) for g in gpus) if self.data_parallel_size > 1 and gpus else None
-            shards.append((slice(bounds[i], bounds[i + 1]), visible))
-        return shards
 
     def generate(
         self,
@@ -433,7 +437,9 @@ class VLLMGenerator:
                 tensor_parallel_size=self.tensor_parallel_size,
                 visible_devices=visible,
             )
-            for rows, visible in self._shards(len(token_ids))
+            for rows, visible in shard_prompts(
+                len(token_ids), self.data_parallel_size, self.tensor_parallel_size, self.gpu_indices
+            )
         ]
         # spawn, not fork: a forked child would inherit the parent's CUDA state, which CUDA forbids.
         # Replicas run side by side; leaving the block joins them, and with them their GPU memory.
