@@ -18,6 +18,7 @@ gloo, which is how the equality with a one-process run is tested.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 import signal
@@ -98,6 +99,11 @@ def train_distributed(
     poll_s: float = 0.5,
 ) -> tuple[int, dict[str, float]]:
     """Run the train stage over `placement.num_processes` processes; (optimiser steps, metrics)."""
+    if placement.strategy == "deepspeed_zero3" and importlib.util.find_spec("deepspeed") is None:
+        raise ImportError(
+            "training.strategy: deepspeed_zero3 needs DeepSpeed on the worker (pip install deepspeed); "
+            "training.strategy: fsdp shards the same way without it"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     events, result = workdir / "train_ranks.events.jsonl", workdir / "train_ranks.result.json"
     for stale in (events, result):

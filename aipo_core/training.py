@@ -20,6 +20,7 @@ stored ones (tested to 1e-4).
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -454,7 +455,7 @@ def _sharding_arguments(placement: Placement | None, training: TrainingConfig) -
             "zero_optimization": {
                 "stage": 3,
                 "overlap_comm": True,
-                "stage3_gather_16bit_weights_on_model_save": True,
+                "stage3_gather_16bit_weights_on_model_save": False,  # see _save_zero3_fp32
             },
             "bf16": {"enabled": bf16},
             "train_micro_batch_size_per_gpu": "auto",
@@ -485,11 +486,31 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, outp
     return Path(output_dir)
 
 
-def _save_sharded(trainer: PreferenceTrainer, tokenizer: PreTrainedTokenizerBase, output_dir: Path) -> None:
-    """FSDP / ZeRO-3: every process takes part in gathering the full weights, the main one writes
-    them (and the tokenizer) into a staging folder, which then replaces `output_dir` atomically."""
+def _save_zero3_fp32(trainer: PreferenceTrainer, staging: Path) -> None:
+    """ZeRO-3 keeps the fp32 master weights in the optimizer's partitions; the module holds bf16
+    copies, and saving those would round away updates smaller than bf16's resolution (a 5e-7
+    step). So every rank writes its partition and the main process merges them in fp32."""
+    checkpoint = staging.with_name(f"{staging.name}.zero")
+    trainer.model_wrapped.save_checkpoint(str(checkpoint))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint))
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(staging, state_dict=state)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _save_sharded(
+    trainer: PreferenceTrainer, tokenizer: PreTrainedTokenizerBase, output_dir: Path, placement: Placement
+) -> None:
+    """FSDP / ZeRO-3: every process takes part in gathering the full fp32 weights, the main one
+    writes them (and the tokenizer) into a staging folder, which then replaces `output_dir`."""
     staging = output_dir.with_name(f".{output_dir.name}.gathering")
-    trainer.save_model(str(staging))
+    if placement.strategy == "deepspeed_zero3":
+        _save_zero3_fp32(trainer, staging)
+    else:
+        trainer.save_model(str(staging))  # FSDP: FULL_STATE_DICT of the fp32 shards, on rank 0
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the policy needs none
@@ -571,7 +592,7 @@ def train_policy(
             if training.gradient_checkpointing and not (placement and placement.sharded):
                 model.gradient_checkpointing_disable()
         if placement is not None and placement.sharded:
-            _save_sharded(trainer, tokenizer, Path(output_dir))
+            _save_sharded(trainer, tokenizer, Path(output_dir), placement)
         elif trainer.is_world_process_zero():
             save_policy(model, tokenizer, Path(output_dir))
     last = callback.history[-1]["values"] if callback.history else {}

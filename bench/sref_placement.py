@@ -2,17 +2,19 @@
 
     python bench/sref_placement.py [--pairs 16] [--device cpu|cuda]
 
-SmolLM2-135M-Instruct scores the same preference pairs (AlpacaEval instructions, the GPT-4-Turbo
-answer as chosen and another item's answer as rejected, bundled data) under three placements:
+SmolLM2-135M-Instruct scores the same preference pairs (AlpacaEval instructions; chosen = the
+GPT-4-Turbo answer, rejected = its first sentence; bundled data) under several placements and
+compares each with the trainer's own step-0 forward, i.e. the training placement run again at
+another batch size (other padding and batch composition, as in a shuffled training batch):
 
-- trainer:   what the trainer runs with training.precision: bf16 (fp32 weights, bf16 autocast);
-- fp32:      fp32 weights, no autocast (what the rank stage used before placements existed);
-- bf16 load: weights loaded in bf16 (the inference placement).
+- fp32: the training placement is plain fp32; the difference is pure numerical noise;
+- bf16 (training.precision: bf16): the trainer runs fp32 weights under bf16 autocast. Scoring
+  with that placement (what the rank stage does) is compared with scoring in fp32 without autocast
+  (what the rank stage did before placements) and with weights loaded in bf16 (the inference
+  placement).
 
-The trainer's step-0 forward is the `trainer` column computed again with another batch size (so
-other padding and batch composition, as in a shuffled training batch). The figure that matters is
-mean |Δ s| against it: the stored s_ref should differ from the policy's own step-0 log-ratio only
-by numerical noise, and AIPO's α·s_ref term (α = 0.05) is smaller than a placement mismatch.
+mean Δ is the systematic offset (what biases β·(s_θ − s_ref) at step 0), mean |Δ| includes the
+batch-shape noise that bf16 has whatever the placement.
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ from aipo_core.training import attach_reference_logps  # noqa: E402
 
 
 def make_pairs(n: int) -> list[dict]:
-    items = [i for i in load_benchmark("alpaca_eval", limit=4 * n) if i.baseline_output][: n + 1]
+    """On-topic pairs: the full GPT-4-Turbo answer (first 600 characters) against its first sentence."""
+    items = [i for i in load_benchmark("alpaca_eval", limit=4 * n) if i.baseline_output][:n]
     return [
         {
             "prompt": [{"role": "user", "content": item.instruction}],
-            "chosen": [{"role": "assistant", "content": item.baseline_output[:1200]}],
-            "rejected": [{"role": "assistant", "content": items[k + 1].baseline_output[:1200]}],
+            "chosen": [{"role": "assistant", "content": item.baseline_output[:600]}],
+            "rejected": [{"role": "assistant", "content": item.baseline_output.split(". ")[0] + "."}],
         }
-        for k, item in enumerate(items[:n])
+        for item in items
     ]
 
 
@@ -59,6 +62,14 @@ def score(pairs: list[dict], placement: Placement, batch_size: int) -> list[floa
     return [p["s_ref"] for p in scored]
 
 
+def compare(name: str, values: list[float], step0: list[float]) -> None:
+    deltas = [a - b for a, b in zip(values, step0, strict=True)]
+    print(
+        f"{name:<52} {statistics.fmean(abs(d) for d in deltas):>10.4f} {statistics.fmean(deltas):>+10.4f} "
+        f"{max(abs(d) for d in deltas):>9.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,28 +77,30 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
-    config = RunConfig.model_validate(
-        {
-            "name": "s",
-            "model": "smollm2-135m-instruct",
-            "device": args.device,
-            "training": {"precision": "bf16"},
-        }
-    )
-    trainer = training_placement(config, Hardware.probe())
-    placements = {
-        "trainer (fp32 weights, bf16 autocast)": trainer,
-        "fp32 (no autocast)": Placement(trainer.device, torch.float32, None, gpus=trainer.gpus),
-        "bf16 load": Placement(trainer.device, torch.bfloat16, None, gpus=trainer.gpus),
-    }
+    hardware = Hardware.probe()
     pairs = make_pairs(args.pairs)
-    step0 = score(pairs, trainer, batch_size=1)  # the trainer's forward, other batches and padding
-    print(f"SmolLM2-135M-Instruct, {len(pairs)} pairs, device {args.device}; |Δ s| vs the trainer's step 0")
-    print(f"{'s_ref scored with':<40} {'mean |Δ s| nats':>16} {'max |Δ s|':>10}")
-    for name, placement in placements.items():
-        values = score(pairs, placement, batch_size=8)
-        deltas = [abs(a - b) for a, b in zip(values, step0, strict=True)]
-        print(f"{name:<40} {statistics.fmean(deltas):>16.4f} {max(deltas):>10.4f}")
+    print(f"SmolLM2-135M-Instruct, {len(pairs)} pairs, device {args.device}")
+    print("Δ s = s_ref as stored − the trainer's own step-0 log-ratio (same weights, batch 1 vs 8)")
+    print(f"{'precision / s_ref scored with':<52} {'mean |Δ|':>10} {'mean Δ':>10} {'max |Δ|':>9}")
+    for precision in ("fp32", "bf16"):
+        config = RunConfig.model_validate(
+            {
+                "name": "s",
+                "model": "smollm2-135m-instruct",
+                "device": args.device,
+                "training": {"precision": precision},
+            }
+        )
+        trainer = training_placement(config, hardware)
+        step0 = score(pairs, trainer, batch_size=1)
+        compare(
+            f"{precision}: the training placement (what the rank stage uses)", score(pairs, trainer, 8), step0
+        )
+        if precision == "bf16":
+            fp32 = Placement(trainer.device, torch.float32, None, gpus=trainer.gpus)
+            bf16 = Placement(trainer.device, torch.bfloat16, None, gpus=trainer.gpus)
+            compare("bf16: fp32 weights, no autocast", score(pairs, fp32, 8), step0)
+            compare("bf16: weights loaded in bf16 (inference placement)", score(pairs, bf16, 8), step0)
     print(f"mean |s_ref| of these pairs: {statistics.fmean(abs(s) for s in step0):.2f} nats")
 
 

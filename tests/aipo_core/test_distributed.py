@@ -3,6 +3,7 @@ same global batch: loss curve within 1e-4 relative, final weights within 1e-4.""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -54,6 +55,22 @@ def test_launch_command_starts_n_local_processes_of_this_module(tmp_path: Path) 
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "2"
     assert command[-3:] == ["-m", "aipo_core.distributed", str(tmp_path / "spec.json")]
+
+
+def test_zero3_without_deepspeed_is_refused_with_the_fix(tmp_path: Path) -> None:
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("DeepSpeed is installed here")
+    config = _config(2, "deepspeed_zero3")
+    with pytest.raises(ImportError, match=r"needs DeepSpeed on the worker \(pip install deepspeed\)"):
+        train_distributed(
+            model="tiny-random-llama",
+            config=config,
+            pairs_path=tmp_path / "pairs.jsonl",
+            output_dir=tmp_path / "out",
+            placement=training_placement(config, Hardware()),
+            seed=0,
+            workdir=tmp_path / "work",
+        )
 
 
 @pytest.mark.timeout(600)
