@@ -16,6 +16,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, model_validator
 
 BenchmarkName = Literal["alpaca_eval", "mt_bench", "arena_hard"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+TrainingStrategy = Literal["auto", "ddp", "fsdp", "deepspeed_zero3"]
 RankerKind = Literal["pairrm", "reward_model", "llm_judge"]
 # Seeds feed numpy (< 2**32) and torch; seed + iteration must stay below 2**32 too.
 MAX_SEED = 2**31 - 1
@@ -91,6 +93,18 @@ class GenerationConfig(StrictModel):
         description="Also pair candidates cut off at max_new_tokens (by default only those that "
         "stopped at EOS are ranked and trained on).",
     )
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="vllm: GPUs one model is split over.")
+    data_parallel_size: int = Field(
+        1, ge=1, le=64, description="vllm: model copies, each sampling its share of the prompts."
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0.0, lt=1.0, description="vllm: share of each GPU's memory vLLM may take."
+    )
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the vllm backend occupies (the hf backend uses the stage's one device)."""
+        return self.tensor_parallel_size * self.data_parallel_size if self.backend == "vllm" else 1
 
 
 class RankerConfig(StrictModel):
@@ -162,12 +176,36 @@ class TrainingConfig(StrictModel):
     keep_best_policy: bool = Field(
         True, description="Also keep the best policy by LC win rate (raw win rate where LC is unavailable)."
     )
+    num_processes: int = Field(
+        1, ge=1, le=64, description="Training processes (one per GPU; `accelerate launch` when > 1)."
+    )
+    strategy: TrainingStrategy = Field(
+        "auto",
+        description="auto = ddp when num_processes > 1; fsdp / deepspeed_zero3 shard weights, "
+        "gradients and optimizer state across the processes.",
+    )
 
     @model_validator(mode="after")
     def _prompt_fits(self) -> TrainingConfig:
         if self.max_prompt_length >= self.max_length:
             raise ValueError("max_prompt_length must be smaller than max_length")
         return self
+
+    @model_validator(mode="after")
+    def _batch_splits_over_processes(self) -> TrainingConfig:
+        if self.batch_size % self.num_processes:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) is the global batch and must be a multiple of "
+                f"num_processes ({self.num_processes})"
+            )
+        return self
+
+    @property
+    def resolved_strategy(self) -> str:
+        """`single` for one process; ddp for several unless a sharding strategy was asked for."""
+        if self.num_processes == 1 and self.strategy in ("auto", "ddp"):
+            return "single"
+        return "ddp" if self.strategy == "auto" else self.strategy
 
 
 #: `evaluation.judge.model` values that name a model of the run rather than a hub id or path.
@@ -255,6 +293,9 @@ class RunConfig(StrictModel):
         description="TRL prompt/chosen/rejected JSONL used as iteration 0's pairs (skips sampling).",
     )
     trust_remote_code: bool = False
+    device: DeviceName = Field(
+        "auto", description="Where every model-using stage runs: auto = cuda when the worker has a GPU."
+    )
     self_instruct: SelfInstructConfig = Field(default_factory=SelfInstructConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     ranker: RankerConfig = Field(default_factory=RankerConfig)

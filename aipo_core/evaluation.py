@@ -34,6 +34,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aipo_core.access import ModelAccess
 from aipo_core.config import BASE_JUDGE, EvaluationConfig, JudgeConfig
+from aipo_core.devices import Placement
 from aipo_core.eval_sample import EvalSample, evaluation_sample
 from aipo_core.generation import Generator, HFGenerator
 from aipo_core.models import DEFAULT_ACCESS
@@ -118,6 +119,7 @@ def make_judge(
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    placement: Placement | None = None,
 ) -> PairwiseJudge:
     """The judge `evaluation.judge` describes.
 
@@ -145,6 +147,7 @@ def make_judge(
         trust_remote_code=trust_remote_code,
         device=device,
         cache_dir=cache_dir,
+        placement=placement,
     )
 
 

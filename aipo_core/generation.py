@@ -6,8 +6,10 @@ Two backends behind one `Generator` protocol:
   left padding; the N candidates of a prompt share one prefill: the prompt is run through the model
   once, its KV cache is repeated N times, and decoding continues for B·N rows (plain
   `num_return_sequences=N` would prefill every prompt N times).
-* `vllm` (`VLLMGenerator`, optional `gpu` extra): vLLM in a spawned child process, so that all GPU
-  memory it grabs is released when the stage's generation is done and the trainer can use it.
+* `vllm` (`VLLMGenerator`, optional `gpu` extra): vLLM in spawned child processes, one per data-parallel
+  shard of the prompts, each over `tensor_parallel_size` GPUs of its own. The stage process loads no
+  weights; when the children exit every byte of GPU memory vLLM took is released, before the rank
+  and train stages start (bench/gpu_smoke.py checks it).
 
 `generate_candidates` turns instructions.jsonl records into candidates.jsonl records.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -318,11 +321,16 @@ class _VLLMRequest:
     dtype: str
     gpu_memory_utilization: float
     max_model_len: int | None
+    tensor_parallel_size: int = 1
+    visible_devices: str | None = None  # this shard's GPUs (CUDA_VISIBLE_DEVICES), None = all
 
 
 def _vllm_generate_in_subprocess(request: _VLLMRequest) -> tuple[list[list[tuple[str, int, bool]]], float]:
     """Runs in a spawned child: load vLLM, sample, return [prompt][candidate] (text, length, finished)
     and the sampling time. The child exits afterwards, which frees every byte of GPU memory."""
+    if request.visible_devices is not None:
+        # Before anything initialises CUDA in this fresh process: the shard sees only its GPUs.
+        os.environ["CUDA_VISIBLE_DEVICES"] = request.visible_devices
     from vllm import LLM, SamplingParams
 
     llm = LLM(
@@ -332,6 +340,7 @@ def _vllm_generate_in_subprocess(request: _VLLMRequest) -> tuple[list[list[tuple
         trust_remote_code=request.trust_remote_code,
         gpu_memory_utilization=request.gpu_memory_utilization,
         max_model_len=request.max_model_len,
+        tensor_parallel_size=request.tensor_parallel_size,
     )
     greedy = request.temperature == 0
     params = SamplingParams(
@@ -361,6 +370,21 @@ def _vllm_generate_in_subprocess(request: _VLLMRequest) -> tuple[list[list[tuple
     return rows, elapsed
 
 
+def shard_prompts(
+    count: int, data_parallel: int, tensor_parallel: int, gpu_indices: Sequence[int]
+) -> list[tuple[slice, str | None]]:
+    """Contiguous prompt ranges, one per data-parallel replica, each with its `tensor_parallel`
+    GPUs as a CUDA_VISIBLE_DEVICES value (None with one replica: vLLM sees the stage's GPUs)."""
+    replicas = max(1, min(data_parallel, count))
+    bounds = [round(i * count / replicas) for i in range(replicas + 1)]
+    shards = []
+    for i in range(replicas):
+        gpus = gpu_indices[i * tensor_parallel : (i + 1) * tensor_parallel]
+        visible = ",".join(str(g) for g in gpus) if replicas > 1 and gpus else None
+        shards.append((slice(bounds[i], bounds[i + 1]), visible))
+    return shards
+
+
 @dataclass(eq=False, repr=False)
 class VLLMGenerator:
     """vLLM sampling of a saved model folder, in a child process (module docstring)."""
@@ -372,6 +396,9 @@ class VLLMGenerator:
     dtype: str = "auto"
     gpu_memory_utilization: float = 0.85
     max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    gpu_indices: tuple[int, ...] = ()  # the GPUs to spread the shards over (empty: let vLLM pick)
     markers: tuple[str, ...] = field(default=END_MARKERS)
 
     def __post_init__(self) -> None:
@@ -393,23 +420,34 @@ class VLLMGenerator:
             self.tokenizer(text, add_special_tokens=False)["input_ids"]
             for text in render_prompts(self.tokenizer, prompts)
         ]
-        request = _VLLMRequest(
-            model_path=str(self.model_path),
-            prompt_token_ids=token_ids,
-            num_candidates=num_candidates,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            eos_token_ids=self.eos_ids,
-            trust_remote_code=self.trust_remote_code,
-            dtype=self.dtype,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            max_model_len=self.max_model_len,
-        )
+        requests = [
+            _VLLMRequest(
+                model_path=str(self.model_path),
+                prompt_token_ids=token_ids[rows],
+                num_candidates=num_candidates,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+                seed=_batch_seed(seed, rows.start),
+                eos_token_ids=self.eos_ids,
+                trust_remote_code=self.trust_remote_code,
+                dtype=self.dtype,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                max_model_len=self.max_model_len,
+                tensor_parallel_size=self.tensor_parallel_size,
+                visible_devices=visible,
+            )
+            for rows, visible in shard_prompts(
+                len(token_ids), self.data_parallel_size, self.tensor_parallel_size, self.gpu_indices
+            )
+        ]
         # spawn, not fork: a forked child would inherit the parent's CUDA state, which CUDA forbids.
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            rows, elapsed = pool.submit(_vllm_generate_in_subprocess, request).result()
+        # Replicas run side by side; leaving the block joins them, and with them their GPU memory.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=len(requests), mp_context=context) as pool:
+            parts = list(pool.map(_vllm_generate_in_subprocess, requests))
+        rows = [row for part, _ in parts for row in part]
+        elapsed = max(seconds for _, seconds in parts)
         result = GenerationResult(
             texts=[[clean_response(t, self.markers) for t, _, _ in row] for row in rows],
             lengths=[[n for _, n, _ in row] for row in rows],
@@ -429,6 +467,45 @@ def require_vllm() -> None:
             "generation.backend 'vllm' needs vLLM, which is not installed. Install the GPU extra "
             "(pip install 'aipo-lab[gpu]') or use generation.backend: hf."
         )
+
+
+def eos_ids_of_folder(model_path: str | Path, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """`eos_token_ids` of a saved model without loading its weights (generation config, else config)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        configured = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except OSError:  # no generation_config.json
+        configured = AutoConfig.from_pretrained(model_path).eos_token_id
+    ids = configured if isinstance(configured, list) else [configured]
+    ids = [i for i in [*ids, tokenizer.eos_token_id] if i is not None]
+    if not ids:
+        raise ValueError(f"{model_path}: no EOS token id in the generation config, config or tokenizer")
+    return sorted(set(ids))
+
+
+def vllm_generator(
+    config: GenerationConfig,
+    model_path: str | Path,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    placement: Any,
+    trust_remote_code: bool = False,
+) -> VLLMGenerator:
+    """The vllm backend over `placement`'s GPUs (an `aipo_core.devices.Placement` of
+    tensor_parallel_size × data_parallel_size GPUs), in the placement's dtype."""
+    require_vllm()
+    return VLLMGenerator(
+        model_path,
+        tokenizer,
+        eos_ids=eos_ids_of_folder(model_path, tokenizer),
+        trust_remote_code=trust_remote_code,
+        dtype=str(placement.compute_dtype).removeprefix("torch."),
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        data_parallel_size=config.data_parallel_size,
+        gpu_indices=tuple(gpu.index for gpu in placement.gpus),
+    )
 
 
 def make_generator(
@@ -452,6 +529,9 @@ def make_generator(
             tokenizer,
             eos_ids=eos_token_ids(model, tokenizer),
             trust_remote_code=trust_remote_code,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            tensor_parallel_size=config.tensor_parallel_size,
+            data_parallel_size=config.data_parallel_size,
         )
     raise ValueError(f"generation.backend: unknown backend {config.backend!r} (expected 'hf' or 'vllm')")
 

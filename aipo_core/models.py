@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import (
@@ -44,6 +44,9 @@ from aipo_core.access import AccessError, ModelAccess, SpecKind, check_config_fi
 from aipo_core.architectures import SMOLLM2, TINY_LLAMA_ARCH, TINY_RANDOM_LLAMA
 
 DEFAULT_ACCESS = ModelAccess()
+
+if TYPE_CHECKING:
+    from aipo_core.devices import Placement
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # ChatML, as used by SmolLM2; the tiny model shares it so tests exercise the real prompt shape.
@@ -310,13 +313,19 @@ def load_model_and_tokenizer(
     trust_remote_code: bool = False,
     cache_dir: Path | str | None = None,
     dtype: torch.dtype | None = None,
+    placement: Placement | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a config `model` string (see module docstring)."""
+    """Load a causal LM and its tokenizer from a config `model` string (see module docstring).
+
+    With a `placement` the weights load straight onto its device in its dtype (`device_map`), never
+    as a full fp32 copy in host memory first; without one, fp32 (or `dtype`) on the CPU.
+    """
     location = locate_model(
         spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
     )
+    placed = placement.load_kwargs() if placement is not None else {"dtype": dtype or torch.float32}
     model = AutoModelForCausalLM.from_pretrained(
-        location.source, dtype=dtype or torch.float32, **_pretrained_kwargs(location, access)
+        location.source, **placed, **_pretrained_kwargs(location, access)
     )
     tokenizer = _tokenizer_at(location, access)
     if model.generation_config.pad_token_id is None:
@@ -331,13 +340,16 @@ def load_sequence_classifier(
     field: str = "ranker.model",
     trust_remote_code: bool = False,
     cache_dir: Path | str | None = None,
+    placement: Placement | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A sequence-classification model (a reward model) and its tokenizer, untouched."""
+    """A sequence-classification model (a reward model) and its tokenizer; with a `placement`,
+    loaded straight onto its device in its dtype."""
     location = locate_model(
         spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
     )
     kwargs = _pretrained_kwargs(location, access)
-    model = AutoModelForSequenceClassification.from_pretrained(location.source, **kwargs)
+    placed = placement.load_kwargs() if placement is not None else {}
+    model = AutoModelForSequenceClassification.from_pretrained(location.source, **placed, **kwargs)
     return model, AutoTokenizer.from_pretrained(location.source, **kwargs)
 
 

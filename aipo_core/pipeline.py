@@ -13,6 +13,12 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
                     iteration 0 also evaluates θ_0 (eval/base/{benchmark}.jsonl) with the same
                     judge and prompts, so every curve starts at the base model
 
+Every model-using stage resolves a `Placement` (`aipo_core.devices`: device, dtype, processes) from
+the config and the worker's hardware, checks that its model fits (`aipo_core.preflight`), loads
+straight onto the device and records `placement` in its summary. Generation, self-instruct and
+evaluation use the inference placement; rank (whose reference log-probs must equal the trainer's
+step-0 log-probs) and train use the training placement.
+
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
 summary without touching the model. Every model and data file is loaded under the operator's
@@ -23,6 +29,7 @@ summary without touching the model. Every model and data file is loaded under th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from aipo_core import artifacts
 from aipo_core.access import ModelAccess, check_run_config
 from aipo_core.config import BASE_JUDGE, RunConfig
+from aipo_core.devices import Hardware, Placement, inference_placement, training_placement
 from aipo_core.retention import prune_policies
 
 if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when they run
@@ -55,6 +63,7 @@ class StageContext:
     model_cache_dir: Path | None = None
     sink: Sink | None = None
     access: ModelAccess = ModelAccess()
+    hardware: Hardware | None = None
 
     @property
     def dir(self) -> Path:
@@ -96,7 +105,58 @@ def stage_complete(ctx: StageContext, stage: str) -> bool:
     return artifacts.is_complete(stage_summary_path(ctx, stage))
 
 
-def _load_policy(ctx: StageContext, spec: str, field: str):
+@functools.cache
+def _this_machine() -> Hardware:
+    return Hardware.probe()
+
+
+def _hardware(ctx: StageContext) -> Hardware:
+    """The hardware placements are resolved against: the context's, else this machine's (probed once)."""
+    return ctx.hardware or _this_machine()
+
+
+def _model_shape(ctx: StageContext, spec: str, field: str):
+    from aipo_core.models import resolve_model_path
+    from aipo_core.preflight import model_shape
+
+    remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
+    path = resolve_model_path(
+        spec, ctx.model_cache_dir, access=ctx.policy_access, field=field, trust_remote_code=remote_code
+    )
+    return model_shape(path, trust_remote_code=remote_code)
+
+
+def _inference_placement(
+    ctx: StageContext, spec: str, field: str, stage: str, *, rows: int, tokens: int
+) -> Placement:
+    """The inference placement, after checking that `spec` plus a KV cache of rows × tokens fits."""
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, inference_need
+
+    placement = inference_placement(ctx.config, _hardware(ctx))
+    shape = _model_shape(ctx, spec, field)
+    need = inference_need(shape, placement, rows=rows, tokens=tokens)
+    check_memory(stage, spec, shape, need, placement, available_memory(placement))
+    return placement
+
+
+def _scoring_placement(ctx: StageContext, spec: str, field: str, stage: str) -> Placement:
+    """The training placement for one process (reference / policy log-probs), after a preflight."""
+    from dataclasses import replace
+
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, inference_need
+
+    training = ctx.config.training
+    full = training_placement(ctx.config, _hardware(ctx))
+    placement = replace(full, num_processes=1, strategy="single", gpus=full.gpus[:1])
+    shape = _model_shape(ctx, spec, field)
+    need = inference_need(shape, placement, rows=2 * training.batch_size, tokens=training.max_length)
+    check_memory(stage, spec, shape, need, placement, available_memory(placement))
+    return placement
+
+
+def _load_policy(ctx: StageContext, spec: str, field: str, placement: Placement):
     from aipo_core.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(
@@ -105,6 +165,7 @@ def _load_policy(ctx: StageContext, spec: str, field: str):
         field=field,
         trust_remote_code=ctx.config.trust_remote_code,
         cache_dir=ctx.model_cache_dir,
+        placement=placement,
     )
 
 
@@ -167,7 +228,15 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
     pool, pool_drops = decontaminator.clean_prompts(load_prompt_pool(pool_spec))
     if not pool:
         raise ValueError(f"prompt_pool {ctx.config.prompt_pool!r}: every prompt is a benchmark prompt")
-    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
+    placement = _inference_placement(
+        ctx,
+        ctx.policy_in(),
+        ctx.policy_field(),
+        "self_instruct",
+        rows=cfg.batch_size,
+        tokens=1024 + cfg.max_new_tokens,
+    )
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field(), placement)
     result = generate_instructions(
         model,
         tokenizer,
@@ -195,38 +264,61 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
         **{f"dropped_{rule}": n for rule, n in result.drop_counts.items()},
         **_decontamination_summary(pool_drops, result.drop_counts, top_up_drops),
         "decontaminated_pool": sum(pool_drops.values()),
+        "placement": placement.describe(),
     }
 
 
 def stage_generate(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.generation import generate_candidates, make_generator
-    from aipo_core.models import resolve_model_path
 
     if _imports_initial_pairs(ctx):
         artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", [])
         return {"skipped": "initial_pairs", "prompts": 0}
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
-    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
-    remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
-    generator = make_generator(
-        ctx.config.generation,
-        model,
-        tokenizer,
-        model_path=resolve_model_path(
+    cfg = ctx.config.generation
+    if cfg.backend == "vllm":
+        placement, generator, tokenizer = _vllm_generator(ctx)
+    else:
+        placement = _inference_placement(
+            ctx,
             ctx.policy_in(),
-            ctx.model_cache_dir,
-            access=ctx.policy_access,
-            field=ctx.policy_field(),
-            trust_remote_code=remote_code,
-        ),
-        trust_remote_code=remote_code,
-    )
+            ctx.policy_field(),
+            "generate",
+            rows=cfg.batch_size * cfg.num_candidates,
+            tokens=ctx.config.training.max_prompt_length + cfg.max_new_tokens,
+        )
+        model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field(), placement)
+        generator = make_generator(cfg, model, tokenizer)
     records, stats = generate_candidates(
-        instructions, generator, ctx.config.generation, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
+        instructions, generator, cfg, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
     artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", records)
     unfinished = sum(not done for record in records for done in record["finished"])
-    return {"prompts": len(records), **stats, "unfinished": unfinished, **_chat_template_note(tokenizer)}
+    return {
+        "prompts": len(records),
+        **stats,
+        "unfinished": unfinished,
+        **_chat_template_note(tokenizer),
+        "placement": placement.describe(),
+    }
+
+
+def _vllm_generator(ctx: StageContext):
+    """vLLM in child processes over tensor × data parallel GPUs; this process never loads weights,
+    so the GPUs are entirely vLLM's while it samples and entirely free once it has returned."""
+    from aipo_core.generation import vllm_generator
+    from aipo_core.models import load_tokenizer, resolve_model_path
+
+    cfg = ctx.config.generation
+    placement = inference_placement(ctx.config, _hardware(ctx), gpus=cfg.gpus)
+    if placement.device != "cuda":
+        raise RuntimeError("generation.backend 'vllm' needs a CUDA GPU; use backend: hf on CPU workers")
+    remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
+    checked = {"access": ctx.policy_access, "field": ctx.policy_field(), "trust_remote_code": remote_code}
+    path = resolve_model_path(ctx.policy_in(), ctx.model_cache_dir, **checked)
+    tokenizer = load_tokenizer(ctx.policy_in(), cache_dir=ctx.model_cache_dir, **checked)
+    generator = vllm_generator(cfg, path, tokenizer, placement=placement, trust_remote_code=remote_code)
+    return placement, generator, tokenizer
 
 
 def stage_rank(ctx: StageContext) -> dict[str, Any]:
@@ -235,7 +327,9 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
     training can take whole; then the reference log-probs."""
     from aipo_core.ranking import exclude_unfinished, make_ranker, rank_candidates, select_pairs
 
-    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
+    # The training placement: the reference log-probs below must be the trainer's step-0 forward.
+    placement = _scoring_placement(ctx, ctx.policy_in(), ctx.policy_field(), "rank")
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field(), placement)
     training = ctx.config.training
     summary: dict[str, Any] = _chat_template_note(tokenizer)
     if _imports_initial_pairs(ctx):
@@ -270,8 +364,11 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             batch_size=ctx.config.ranker.batch_size,
             trust_remote_code=ctx.config.trust_remote_code,
             cache_dir=ctx.model_cache_dir,
+            # A separate judge or reward model is an inference model: compute dtype, no autocast.
+            placement=inference_placement(ctx.config, _hardware(ctx)),
         )
-        scores = rank_candidates(candidates, ranker, sink=ctx.sink)
+        with placement.autocast():
+            scores = rank_candidates(candidates, ranker, sink=ctx.sink)
         pairs, drops = select_pairs(
             candidates,
             scores,
@@ -284,12 +381,13 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             **{f"dropped_{k}": v for k, v in drops.items()},
         }
     ctx.progress(0.8, "reference log-probs")
-    pairs = _score_pairs(ctx, pairs, model, tokenizer)
+    pairs = _score_pairs(ctx, pairs, model, tokenizer, placement)
     artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
     s_ref = [p["s_ref"] for p in pairs]
     summary |= {
         "pairs": len(pairs),
         "agreement_rate": sum(s > 0 for s in s_ref) / len(s_ref) if s_ref else None,
+        "placement": placement.describe(),
     }
     return summary
 
@@ -305,7 +403,23 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
             "self_instruct.num_instructions or generation.num_candidates, or generation.max_new_tokens "
             "when candidates are cut off before EOS (dropped_unfinished)"
         )
-    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field())
+    placement = _training_placement(ctx, ctx.policy_in(), ctx.policy_field())
+    if placement.num_processes > 1:
+        from aipo_core.distributed import train_distributed
+
+        steps, metrics = train_distributed(
+            model=ctx.policy_in(),
+            config=ctx.config,
+            pairs_path=ctx.dir / "pairs.jsonl",
+            output_dir=ctx.policy_out(),
+            placement=placement,
+            seed=ctx.config.seed + ctx.iteration,
+            workdir=ctx.dir,
+            sink=ctx.sink,
+            model_cache_dir=ctx.model_cache_dir,
+        )
+        return {"steps": steps, **metrics, "placement": placement.describe()}
+    model, tokenizer = _load_policy(ctx, ctx.policy_in(), ctx.policy_field(), placement)
     template = _chat_template_note(tokenizer)
     # train_policy saves atomically: policy/ exists only once it is complete.
     result = train_policy(
@@ -317,12 +431,37 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         output_dir=ctx.policy_out(),
         seed=ctx.config.seed + ctx.iteration,
         sink=ctx.sink,
+        placement=placement,
     )
-    return {"steps": result.steps, **result.metrics, **template}
+    return {"steps": result.steps, **result.metrics, **template, "placement": placement.describe()}
 
 
-def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer) -> list[dict[str, Any]]:
-    """Copies of `pairs` with `model`'s summed response log-probs, tokenized as the trainer does."""
+def _training_placement(ctx: StageContext, spec: str, field: str) -> Placement:
+    """The training placement, after checking weights + gradients + AdamW + activations fit."""
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, training_need, training_options
+
+    training = ctx.config.training
+    placement = training_placement(ctx.config, _hardware(ctx))
+    shape = _model_shape(ctx, spec, field)
+    available = available_memory(placement)
+    check_memory(
+        "train",
+        spec,
+        shape,
+        training_need(shape, placement, training),
+        placement,
+        available,
+        options=lambda: training_options(shape, placement, training, available),
+    )
+    return placement
+
+
+def _score_pairs(
+    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer, placement: Placement
+) -> list[dict[str, Any]]:
+    """Copies of `pairs` with `model`'s summed response log-probs, tokenized and computed (device,
+    weight dtype, autocast) as the trainer does; `model` must be loaded with the training placement."""
     from aipo_core.training import attach_reference_logps
 
     if not pairs:
@@ -335,7 +474,7 @@ def _score_pairs(ctx: StageContext, pairs: list[dict[str, Any]], model, tokenize
         batch_size=training.batch_size,
         max_prompt_length=training.max_prompt_length,
         max_length=training.max_length,
-        precision=training.precision,
+        placement=placement,
     )
 
 
@@ -344,13 +483,19 @@ PAIR_DIAGNOSTICS = "pair_diagnostics.jsonl"
 
 
 def _policy_logps(
-    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer
+    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer, placement: Placement
 ) -> tuple[list[float], list[float]]:
-    """logπθ(y_w), logπθ(y_l) under the trained policy θ_{k+1}, one each per pair."""
+    """logπθ(y_w), logπθ(y_l) under the trained policy θ_{k+1}, one each per pair, computed like
+    s_ref (training placement). `model` was loaded with `placement` (the inference one); when its
+    weight dtype or device differs from training's, θ_{k+1} is loaded again for the scoring."""
     if not pairs:
         return [], []
+    spec, field = str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy"
+    scoring = _scoring_placement(ctx, spec, field, "evaluate")
+    if scoring.dtype != placement.dtype or scoring.device != placement.device:
+        model, tokenizer = _load_policy(ctx, spec, field, scoring)
     # The scorer names its outputs ref_*; here the scoring model is θ_{k+1}, so they are the policy's.
-    scored = _score_pairs(ctx, pairs, model, tokenizer)
+    scored = _score_pairs(ctx, pairs, model, tokenizer, scoring)
     return [p["ref_chosen_logps"] for p in scored], [p["ref_rejected_logps"] for p in scored]
 
 
@@ -378,19 +523,20 @@ def _analysis_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headline.items() if v is not None}
 
 
-def _analyze(ctx: StageContext, model, tokenizer) -> dict[str, Any]:
+def _analyze(ctx: StageContext, model, tokenizer, placement: Placement) -> dict[str, Any]:
     """Pair analysis under θ_{k+1}: writes analysis.json and pair_diagnostics.jsonl, returns headlines."""
-    from aipo_core.analysis import analyze_pairs, pair_objective_values
+    from aipo_core.analysis import analyze_pairs, default_embedder, pair_objective_values
 
     pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
     name, hyperparameters = ctx.config.objective.name, ctx.config.objective.resolved()
-    chosen, rejected = _policy_logps(ctx, pairs, model, tokenizer)
+    chosen, rejected = _policy_logps(ctx, pairs, model, tokenizer, placement)
     analysis = analyze_pairs(
         pairs,
         policy_logps=(chosen, rejected),
         objective=name,
         hyperparameters=hyperparameters,
         similarity=bool(pairs),
+        embedder=default_embedder(placement.torch_device().type) if pairs else None,
     )
     per_pair = pair_objective_values(pairs, chosen, rejected, objective=name, hyperparameters=hyperparameters)
     artifacts.write_jsonl_atomic(ctx.dir / PAIR_DIAGNOSTICS, per_pair)
@@ -458,8 +604,17 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.evaluation import make_judge
 
     evaluation = ctx.config.evaluation
-    model, tokenizer = _load_policy(ctx, str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy")
-    base = _load_policy(ctx, ctx.config.model, "model") if _needs_base_model(ctx) else None
+    spec, field = str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy"
+    placement = _inference_placement(
+        ctx,
+        spec,
+        field,
+        "evaluate",
+        rows=evaluation.judge.batch_size,
+        tokens=ctx.config.training.max_prompt_length + evaluation.max_new_tokens,
+    )
+    model, tokenizer = _load_policy(ctx, spec, field, placement)
+    base = _load_policy(ctx, ctx.config.model, "model", placement) if _needs_base_model(ctx) else None
     samples = [evaluation_sample(b, evaluation.limit, evaluation.seed) for b in evaluation.benchmarks]
     artifacts.write_json_atomic(
         ctx.dir / "eval" / "sample.json", {sample.benchmark: sample.describe() for sample in samples}
@@ -478,6 +633,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
             base=base,
             trust_remote_code=ctx.config.trust_remote_code,
             cache_dir=ctx.model_cache_dir,
+            placement=placement,
         )
         prefix = f"{BASE_EVALUATION}/" if evaluated == BASE_EVALUATION else ""
         for b, sample in enumerate(samples):
@@ -493,8 +649,8 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
             )
             summary |= {f"{prefix}{sample.benchmark}/{k}": v for k, v in metrics.items()}
     ctx.progress(0.9, "pair analysis")
-    summary["pair_analysis"] = _analyze(ctx, model, tokenizer)
-    return summary
+    summary["pair_analysis"] = _analyze(ctx, model, tokenizer, placement)
+    return {**summary, "placement": placement.describe()}
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {
@@ -516,12 +672,14 @@ def run_stage(
     sink: Sink | None = None,
     model_cache_dir: Path | None = None,
     access: ModelAccess | None = None,
+    hardware: Hardware | None = None,
 ) -> dict[str, Any]:
     """Run one stage of one iteration (idempotent) and return its summary metrics.
 
     `access` is the operator's loading policy (default: built-in models and bundled data only);
     the whole config is checked against it before anything loads. After an evaluate stage the
     run's policy folders are pruned per `training.keep_policies` (aipo_core.retention).
+    `hardware` defaults to what this process sees (`Hardware.probe()`).
     """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"stage {stage!r} is unknown; expected one of {', '.join(STAGES)}")
@@ -529,7 +687,9 @@ def run_stage(
         raise ValueError(f"iteration {iteration} is outside 0..{config.iterations - 1}")
     access = access or ModelAccess()
     check_run_config(config, access)
-    ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink, access)
+    ctx = StageContext(
+        config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink, access, hardware
+    )
     summary_path = stage_summary_path(ctx, stage)
     if artifacts.is_complete(summary_path):
         summary = artifacts.read_json(summary_path)

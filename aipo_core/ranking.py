@@ -28,6 +28,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from aipo_core.access import PAIRRM_HUB_ID, POLICY_ALIAS, ModelAccess
+from aipo_core.devices import Placement
 from aipo_core.models import DEFAULT_ACCESS, inference
 
 Sink = Callable[[dict], None]
@@ -177,13 +178,22 @@ class RewardModelRanker(Ranker):
         trust_remote_code: bool = False,
         device: str | None = None,
         cache_dir: str | Path | None = None,
+        placement: Placement | None = None,
     ) -> RewardModelRanker:
+        """Load the reward model; with a `placement`, straight onto its device in its dtype."""
         from aipo_core.models import load_sequence_classifier
 
         model, tokenizer = load_sequence_classifier(
-            spec, access=access, field=field, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+            spec,
+            access=access,
+            field=field,
+            trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
+            placement=placement,
         )
-        return cls(model.to(device or _default_device()), tokenizer, batch_size=batch_size)
+        if placement is None:
+            model = model.to(device or _default_device())
+        return cls(model, tokenizer, batch_size=batch_size)
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         """One reward per (prompt, response) pair."""
@@ -363,13 +373,17 @@ def make_ranker(
     trust_remote_code: bool = False,
     device: str | None = None,
     cache_dir: str | Path | None = None,
+    placement: Placement | None = None,
 ) -> Ranker:
     """Build the ranker a `RankerConfig`/`JudgeConfig` describes; every model loads under `access`.
 
     `model_spec == "policy"` means the current policy (`policy=(model, tokenizer)`) for
     `llm_judge`, and the published PairRM checkpoint for `pairrm`. `field` names the config field
-    in errors (`evaluation.judge.model` for a judge).
+    in errors (`evaluation.judge.model` for a judge). A separate judge or reward model loads with
+    `placement` (`aipo_core.devices`) when given: on its device, in its dtype.
     """
+    if placement is not None:
+        device = str(placement.torch_device())
     if kind == "pairrm":
         spec = PAIRRM_HUB_ID if model_spec == POLICY else model_spec
         return PairRMRanker(spec, access=access, field=field, batch_size=batch_size, device=device)
@@ -384,6 +398,7 @@ def make_ranker(
             trust_remote_code=trust_remote_code,
             device=device,
             cache_dir=cache_dir,
+            placement=placement,
         )
     if kind == "llm_judge":
         if model_spec == POLICY:
@@ -399,8 +414,10 @@ def make_ranker(
                 field=field,
                 trust_remote_code=trust_remote_code,
                 cache_dir=cache_dir,
+                placement=placement,
             )
-            model = model.to(device or _default_device())
+            if placement is None:
+                model = model.to(device or _default_device())
         return LLMJudgeRanker(model, tokenizer, batch_size=batch_size)
     raise ValueError(f"ranker.kind: unknown kind {kind!r} (expected one of {', '.join(RANKER_KINDS)})")
 

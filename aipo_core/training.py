@@ -20,6 +20,7 @@ stored ones (tested to 1e-4).
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from aipo_core.artifacts import atomic_dir
 from aipo_core.config import ObjectiveConfig, TrainingConfig
+from aipo_core.devices import Placement
 from aipo_core.logprobs import add_sequence_logps_head, restore_forward, sequence_logps_head
 from aipo_core.objectives import pair_loss
 
@@ -159,13 +161,15 @@ def attach_reference_logps(
     max_prompt_length: int,
     max_length: int,
     precision: str = "auto",
+    placement: Placement | None = None,
 ) -> list[dict[str, Any]]:
     """Copies of `pairs` with the reference model's scores of their responses.
 
     Adds ref_chosen_logps / ref_rejected_logps (summed token log-probs of each response under
     `model`, the reference θ_t), s_ref = their difference, and chosen_length / rejected_length
-    (number of response tokens scored, after truncation). `precision` must match training's so
-    the stored numbers equal the policy's at step 0 (bf16 autocast changes them at ~1e-2).
+    (number of response tokens scored, after truncation). The forward must be the trainer's so the
+    stored numbers equal the policy's at step 0 (bf16 autocast changes them at ~1e-2): pass the
+    training `placement` (its autocast is used), or else `precision` as in TrainingConfig.
     """
     validate_pairs(pairs)
     tokenized = [tokenize_pair(pair, tokenizer, max_prompt_length) for pair in pairs]
@@ -179,10 +183,12 @@ def attach_reference_logps(
     was_training = model.training
     model.eval()
     try:
-        with (
-            sequence_logps_head(model),
-            torch.autocast(device.type, torch.bfloat16, enabled=use_bf16(precision)),
-        ):
+        autocast = (
+            placement.autocast()
+            if placement is not None
+            else torch.autocast(device.type, torch.bfloat16, enabled=use_bf16(precision))
+        )
+        with sequence_logps_head(model), autocast:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = collate([tokenized[i] for i in indices])
@@ -378,12 +384,26 @@ class TrainResult:
 
 
 def dpo_config(
-    training: TrainingConfig, objective: ObjectiveConfig, scratch_dir: Path | str, seed: int
+    training: TrainingConfig,
+    objective: ObjectiveConfig,
+    scratch_dir: Path | str,
+    seed: int,
+    placement: Placement | None = None,
 ) -> DPOConfig:
-    """TRL/transformers arguments for one iteration: AdamW, schedule with warm-up, no hub, no loggers."""
-    return DPOConfig(
+    """TRL/transformers arguments for one iteration: AdamW, schedule with warm-up, no hub, no loggers.
+
+    With a `placement`, its device, autocast dtype and process layout decide: `training.batch_size`
+    is the global batch, split evenly over the processes; FSDP / ZeRO-3 are configured here (the
+    Trainer wraps the model), so create the config BEFORE loading the model (ZeRO-3 loads sharded).
+    Without one, `training.precision` decides bf16 and the Trainer picks the device.
+    """
+    processes = placement.num_processes if placement else 1
+    bf16 = placement.autocast_dtype == torch.bfloat16 if placement else use_bf16(training.precision)
+    on_cuda = placement.device == "cuda" if placement else torch.cuda.is_available()
+    arguments: dict[str, Any] = dict(
         output_dir=str(scratch_dir),
-        per_device_train_batch_size=training.batch_size,
+        per_device_train_batch_size=training.batch_size // processes,
+        use_cpu=not on_cuda,
         gradient_accumulation_steps=training.gradient_accumulation_steps,
         learning_rate=training.learning_rate,
         num_train_epochs=training.epochs,
@@ -392,9 +412,9 @@ def dpo_config(
         warmup_steps=training.warmup_ratio,  # a float < 1 is a fraction of the total steps
         weight_decay=training.weight_decay,
         optim="adamw_torch",
-        bf16=use_bf16(training.precision),
+        bf16=bf16,
         fp16=False,
-        activation_checkpointing=training.gradient_checkpointing,
+        gradient_checkpointing=training.gradient_checkpointing,
         max_length=training.max_length,
         beta=objective.resolved()["beta"],
         precompute_ref_log_probs=True,
@@ -406,10 +426,46 @@ def dpo_config(
         push_to_hub=False,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_pin_memory=on_cuda,
         seed=seed,
         data_seed=seed,
+        ddp_find_unused_parameters=False,
     )
+    return DPOConfig(**{**arguments, **_sharding_arguments(placement, training)})
+
+
+def _sharding_arguments(placement: Placement | None, training: TrainingConfig) -> dict[str, Any]:
+    """FSDP (full shard, one unit per decoder layer) or DeepSpeed ZeRO-3 arguments for the Trainer."""
+    if placement is None or not placement.sharded:
+        return {}
+    if placement.strategy == "fsdp":
+        return {
+            "fsdp": True,
+            "fsdp_config": {
+                "version": 2,
+                "reshard_after_forward": True,  # full shard; one unit per decoder layer (default wrap)
+                "cpu_ram_efficient_loading": True,  # rank 0 reads the checkpoint, the others receive it
+                "state_dict_type": "FULL_STATE_DICT",
+                "activation_checkpointing": training.gradient_checkpointing,
+            },
+            # FSDP checkpoints activations itself; the model-level switch would do it twice.
+            "gradient_checkpointing": False,
+        }
+    bf16 = placement.autocast_dtype == torch.bfloat16
+    return {
+        "deepspeed": {
+            "zero_optimization": {
+                "stage": 3,
+                "overlap_comm": True,
+                "stage3_gather_16bit_weights_on_model_save": False,  # see _save_zero3_fp32
+            },
+            "bf16": {"enabled": bf16},
+            "train_micro_batch_size_per_gpu": "auto",
+            "train_batch_size": "auto",
+            "gradient_accumulation_steps": "auto",
+            "gradient_clipping": "auto",
+        }
+    }
 
 
 def _s_ref_summary(pairs: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -432,6 +488,42 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, outp
     return Path(output_dir)
 
 
+def _save_zero3_fp32(trainer: PreferenceTrainer, staging: Path) -> None:
+    """ZeRO-3 keeps the fp32 master weights in the optimizer's partitions; the module holds bf16
+    copies, and saving those would round away updates smaller than bf16's resolution (a 5e-7
+    step). So every rank writes its partition and the main process merges them in fp32."""
+    checkpoint = staging.with_name(f"{staging.name}.zero")
+    trainer.model_wrapped.save_checkpoint(str(checkpoint))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint))
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(staging, state_dict=state)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def _save_sharded(
+    trainer: PreferenceTrainer, tokenizer: PreTrainedTokenizerBase, output_dir: Path, placement: Placement
+) -> None:
+    """FSDP / ZeRO-3: every process takes part in gathering the full fp32 weights, the main one
+    writes them (and the tokenizer) into a staging folder, which then replaces `output_dir`."""
+    staging = output_dir.with_name(f".{output_dir.name}.gathering")
+    if placement.strategy == "deepspeed_zero3":
+        _save_zero3_fp32(trainer, staging)
+    else:
+        trainer.save_model(str(staging))  # FSDP: FULL_STATE_DICT of the fp32 shards, on rank 0
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the policy needs none
+        tokenizer.save_pretrained(staging)
+        with atomic_dir(output_dir) as target:
+            for item in staging.iterdir():
+                item.rename(target / item.name)
+        staging.rmdir()
+    trainer.accelerator.wait_for_everyone()
+
+
 def train_policy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -442,12 +534,17 @@ def train_policy(
     output_dir: Path,
     seed: int = 0,
     sink: Sink | None = None,
+    placement: Placement | None = None,
+    args: DPOConfig | None = None,
 ) -> TrainResult:
     """Train `model` (θ_t, updated in place into θ_{t+1}) on `pairs` and save it to `output_dir`.
 
     Pairs without ref_chosen_logps/ref_rejected_logps are scored first by `model` itself, which
     before training is exactly the reference θ_t. Metric events go to `sink` after every optimiser
     step (see METRIC_KEYS). The saved folder loads with AutoModelForCausalLM/AutoTokenizer.
+    `placement` (see `aipo_core.devices`) sets device, mixed precision and process layout; every
+    process of a distributed run calls this, only the main one saves and reports metrics. `args`
+    replaces `dpo_config(...)` (ZeRO-3 needs it created before the model is loaded).
     """
     validate_pairs(pairs)
     if tokenizer.chat_template is None:
@@ -461,6 +558,7 @@ def train_policy(
             max_prompt_length=training.max_prompt_length,
             max_length=training.max_length,
             precision=training.precision,
+            placement=placement,
         )
     dataset = Dataset.from_list(
         [
@@ -481,7 +579,7 @@ def train_policy(
             model=model,
             tokenizer=tokenizer,
             train_dataset=dataset,
-            args=dpo_config(training, objective, scratch, seed),
+            args=args or dpo_config(training, objective, scratch, seed, placement),
             objective=objective,
             max_prompt_length=training.max_prompt_length,
             callbacks=[callback],
@@ -493,9 +591,11 @@ def train_policy(
             restore_forward(model)
             if previous_forward is not None:
                 model.forward = previous_forward
-            if training.gradient_checkpointing:
-                model.activation_checkpointing_disable()
-        if trainer.is_world_process_zero():
+            if training.gradient_checkpointing and not (placement and placement.sharded):
+                model.gradient_checkpointing_disable()
+        if placement is not None and placement.sharded:
+            _save_sharded(trainer, tokenizer, Path(output_dir), placement)
+        elif trainer.is_world_process_zero():
             save_policy(model, tokenizer, Path(output_dir))
     last = callback.history[-1]["values"] if callback.history else {}
     metrics = {**last, **callback.summary, **_s_ref_summary(pairs)}

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 class Launcher(Protocol):
     """Sends wake-ups for stages and revokes them."""
 
-    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str) -> None: ...
+    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str, queue: str | None = None) -> None:
+        """Send the wake-up on `queue` (the stage row's; None: the stage's default queue)."""
+        ...
 
     def revoke(self, task_ids: list[str]) -> None: ...
 
@@ -34,9 +36,9 @@ class CeleryLauncher:
     def __init__(self, settings: Settings) -> None:
         self._app: Celery = make_celery_app(settings, main="aipo-backend")
 
-    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str) -> None:
+    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str, queue: str | None = None) -> None:
         self._app.send_task(
-            task_name(stage_name), args=[stage_id], queue=queue_for(stage_name), task_id=task_id
+            task_name(stage_name), args=[stage_id], queue=queue or queue_for(stage_name), task_id=task_id
         )
 
     def revoke(self, task_ids: list[str]) -> None:

@@ -200,6 +200,19 @@ class SweepPublic(BaseModel):
     runs: list[RunPublic]
 
 
+class PlacementPublic(BaseModel):
+    """Where a stage's model ran (`aipo_core.devices.Placement.describe()`)."""
+
+    device: str = Field(description="cpu or cuda:<index> (the first of its GPUs)")
+    dtype: str = Field(description="dtype the weights were loaded in")
+    compute_dtype: str = Field(description="dtype of the forward (autocast), e.g. bfloat16")
+    num_processes: int
+    strategy: str = Field(description="single | ddp | fsdp | deepspeed_zero3")
+    gpu_count: int
+    gpu_name: str | None
+    gpu_memory_gib: float | None
+
+
 class StagePublic(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,
@@ -224,6 +237,7 @@ class StagePublic(BaseModel):
                     "queued_at": EXAMPLE_TIME,
                     "started_at": EXAMPLE_TIME,
                     "finished_at": None,
+                    "placement": None,
                 }
             ]
         },
@@ -246,6 +260,9 @@ class StagePublic(BaseModel):
     queued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    placement: PlacementPublic | None = Field(
+        None, description="Device, dtypes, processes and GPU the stage's model ran on (set when done)."
+    )
 
 
 class StageList(BaseModel):
@@ -801,3 +818,56 @@ class SweepPreviewPublic(BaseModel):
     queues: list[str]
     active_runs: int
     notes: list[str]
+
+
+class GPUPublic(BaseModel):
+    index: int
+    name: str
+    memory_gib: float
+
+
+class WorkerStagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    run_id: int
+    iteration: int
+    name: str
+
+
+class WorkerPublic(BaseModel):
+    """A Celery worker as it last reported itself."""
+
+    model_config = ConfigDict(
+        from_attributes=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "gpu@node1",
+                    "host": "node1",
+                    "pid": 4242,
+                    "queues": ["gpu", "gpu2", "gpu3", "gpu4"],
+                    "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_gib": 79.1}],
+                    "gpu_count": 4,
+                    "stage": {"id": 4, "run_id": 1, "iteration": 0, "name": "train"},
+                    "started_at": EXAMPLE_TIME,
+                    "heartbeat_at": EXAMPLE_TIME,
+                    "alive": True,
+                }
+            ]
+        },
+    )
+    name: str
+    host: str
+    pid: int
+    queues: list[str]
+    gpus: list[GPUPublic]
+    gpu_count: int
+    stage: WorkerStagePublic | None = Field(description="the stage it is running, null when idle")
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool = Field(description="heartbeat younger than AIPO_STAGE_HEARTBEAT_TIMEOUT_S")
+
+
+class WorkerList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": []}]})
+    items: list[WorkerPublic]

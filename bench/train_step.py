@@ -170,7 +170,7 @@ def run_trl(args, pairs, meter: StepMeter, *, online: bool) -> None:
             lr_scheduler_type="cosine",
             optim="adamw_torch",
             bf16=args.device != "cpu",
-            activation_checkpointing=False,
+            gradient_checkpointing=False,
             logging_steps=1,
             save_strategy="no",
             report_to="none",

@@ -103,3 +103,12 @@ def test_every_container_runs_with_a_private_umask() -> None:
     assert "umask 077" in entrypoint and 'exec \\"$0\\" \\"$@\\"' in entrypoint
     for service in SERVICES.values():
         assert "entrypoint" not in service  # nothing bypasses it
+
+
+def test_gpu_worker_runs_the_gpu_image_with_the_extra() -> None:
+    build = SERVICES["worker-gpu"]["build"]
+    assert build["args"]["EXTRAS"] == "gpu" and "pypi.org" in build["args"]["TORCH_INDEX_URL"]
+    assert SERVICES["worker-gpu"]["image"] != SERVICES["api"]["image"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'pip install -c constraints.txt ".${EXTRAS:+[$EXTRAS]}"' in dockerfile
+    assert "vllm==0.32.0" in (ROOT / "constraints.txt").read_text()

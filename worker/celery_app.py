@@ -1,5 +1,9 @@
 """The worker's Celery app: `celery -A worker.celery_app worker -Q gpu,cpu`.
 
+A worker consuming `gpu` on a host with G GPUs also consumes `gpu2` … `gpuG` (stages that need
+that many GPUs, see `backend.routing`), and registers itself with its queues and GPUs (see
+`worker.registry`; GET /workers).
+
 It is built from `backend.broker.celery_config`, the same dictionary the API sends with, so the
 producer and the consumer can never disagree on the broker, its folders or the routes. The
 worker only adds consumer-side keys. Starting the in-worker reconciler (see `worker.periodic`)
@@ -49,12 +53,34 @@ app = Celery("aipo")
 app.add_defaults(lambda: worker_config(get_settings()))
 
 
+_registration: dict[str, Any] = {}
+
+
+@signals.celeryd_after_setup.connect
+def _consume_gpu_queues(sender: str, instance: Any, **_: Any) -> None:
+    """Detect this host's GPUs and add the `gpuN` queues they qualify the worker for."""
+    from worker.registry import detect_gpus, extra_queues
+
+    queues = instance.app.amqp.queues
+    consumed = sorted(queues.consume_from) if queues.consume_from else sorted(queues)
+    gpus = detect_gpus() if "gpu" in consumed else []
+    for queue in extra_queues(consumed, gpus):
+        queues.select_add(queue)
+        consumed.append(queue)
+    _registration.update(name=sender, queues=consumed, gpus=gpus)
+
+
 @signals.worker_ready.connect
 def _start_reconciler(**_: Any) -> None:
     from worker.periodic import start_reconciler_thread
+    from worker.registry import WorkerRegistration
     from worker.stage_process import warm_up
 
-    start_reconciler_thread(get_settings())
+    settings = get_settings()
+    start_reconciler_thread(settings)
+    if _registration:
+        registration = WorkerRegistration(**_registration)
+        registration.start(interval_s=settings.stage_heartbeat_interval_s)
     warm_up()
 
 

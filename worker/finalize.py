@@ -110,14 +110,20 @@ def record_success(
     finished_sweep: int | None = None
     with session_scope() as session:
         load_stage_outputs(session, claimed, stage_dir)
-        points = summary_points(summary, iteration=claimed.iteration, stage=claimed.name)
+        # The placement is stage metadata (served with the stage), not a metric.
+        metrics = {key: value for key, value in summary.items() if key != "placement"}
+        points = summary_points(metrics, iteration=claimed.iteration, stage=claimed.name)
         if points:
             ingest_metrics(session, claimed.run_id, points)
         if summary.get("skipped"):
             done = skip_stage(session, claimed.stage_id, reason=f"skipped: {summary['skipped']}")
         else:
             done = complete_stage(
-                session, claimed.stage_id, artifact_path=str(artifact), attempt=claimed.attempt
+                session,
+                claimed.stage_id,
+                artifact_path=str(artifact),
+                attempt=claimed.attempt,
+                placement=summary.get("placement"),
             )
         if done is None:
             log.info("stage %d was cancelled or taken over meanwhile; not moving on", claimed.stage_id)

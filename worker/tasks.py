@@ -18,6 +18,7 @@ from worker.celery_app import app
 from worker.execution import execute_stage
 from worker.options import WorkerOptions
 from worker.reconciler import reconcile_once
+from worker.registry import working_on
 
 
 @lru_cache(maxsize=1)
@@ -27,13 +28,14 @@ def _launcher() -> CeleryLauncher:
 
 def _make_stage_task(stage: str) -> Task:
     def run_stage_task(self: Task, stage_id: int) -> str:
-        return execute_stage(
-            int(stage_id),
-            expected_stage=stage,
-            task_id=self.request.id,
-            settings=get_settings(),
-            launcher=_launcher(),
-        )
+        with working_on(self.request.hostname, int(stage_id)):
+            return execute_stage(
+                int(stage_id),
+                expected_stage=stage,
+                task_id=self.request.id,
+                settings=get_settings(),
+                launcher=_launcher(),
+            )
 
     run_stage_task.__name__ = f"stage_{stage}"
     run_stage_task.__doc__ = f"Run one attempt of the `{stage}` stage whose id is given."

@@ -32,7 +32,7 @@ def commit_and_send(session: Session, stages: list[Stage], launcher: Launcher) -
     session.commit()
     for stage in stages:
         try:
-            launcher.enqueue_stage(stage.name, stage.id, stage.task_id or "")
+            launcher.enqueue_stage(stage.name, stage.id, stage.task_id or "", queue=stage.queue)
         except Exception as exc:  # the reconciler re-sends it; the API must not fail
             log.warning(
                 "enqueue of stage %s (%s) failed, left to the reconciler: %s", stage.id, stage.name, exc

@@ -60,7 +60,7 @@ def create_run(
             iteration=it.index,
             name=name,
             position=it.index * len(STAGES) + i,
-            queue=queue_for(name),
+            queue=queue_for(name, config),
             status="pending",
             attempt=0,
             progress=0.0,

@@ -173,9 +173,15 @@ def _after_done(session: Session, stage: Stage) -> None:
 
 
 def complete_stage(
-    session: Session, stage_id: int, *, artifact_path: str | None = None, attempt: int | None = None
+    session: Session,
+    stage_id: int,
+    *,
+    artifact_path: str | None = None,
+    attempt: int | None = None,
+    placement: dict[str, object] | None = None,
 ) -> Stage | None:
-    """running → succeeded (progress 1). Marks the run succeeded after its last stage."""
+    """running → succeeded (progress 1), recording the `placement` its model ran on. Marks the run
+    succeeded after its last stage."""
     now = utcnow()
     values: dict[str, object] = {
         "status": "succeeded",
@@ -186,6 +192,8 @@ def complete_stage(
     }
     if artifact_path is not None:
         values["artifact_path"] = artifact_path
+    if placement is not None:
+        values["placement"] = placement
     completed = update(Stage).where(*_fenced(stage_id, attempt), Stage.status == "running").values(**values)
     if execute_update(session, completed) != 1:
         return None

@@ -1,7 +1,7 @@
 """eval samples say which model they evaluate (θ_0 base or the iteration's policy)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
 
 Iteration 0's evaluate stage also evaluates the base model θ_0 with the same judge and prompts
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

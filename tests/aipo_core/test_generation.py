@@ -203,3 +203,40 @@ def test_smollm2_candidates_are_clean_text():
     for text in result.texts[0]:
         assert text and text == text.strip()
         assert "<|im_end|>" not in text and "<|im_start|>" not in text
+
+
+def test_vllm_data_parallel_shards_cover_every_prompt_once_each_on_its_own_gpus():
+    from aipo_core.generation import shard_prompts
+
+    shards = shard_prompts(10, data_parallel=2, tensor_parallel=2, gpu_indices=[0, 1, 2, 3])
+    assert shards == [(slice(0, 5), "0,1"), (slice(5, 10), "2,3")]
+    assert shard_prompts(3, data_parallel=1, tensor_parallel=4, gpu_indices=[0, 1, 2, 3]) == [
+        (slice(0, 3), None)
+    ]
+    covered = [i for rows, _ in shard_prompts(7, 4, 1, [0, 1, 2, 3]) for i in range(7)[rows]]
+    assert covered == list(range(7))
+    assert len(shard_prompts(2, 4, 1, [0, 1, 2, 3])) == 2  # never an empty replica
+
+
+def test_vllm_eos_ids_come_from_the_folder_without_loading_weights(tmp_path):
+    from aipo_core.generation import eos_ids_of_folder, eos_token_ids
+    from aipo_core.models import load_model_and_tokenizer, resolve_model_path
+
+    model, tokenizer = load_model_and_tokenizer("tiny-random-llama", cache_dir=tmp_path)
+    folder = resolve_model_path("tiny-random-llama", tmp_path)
+    assert eos_ids_of_folder(folder, tokenizer) == eos_token_ids(model, tokenizer)
+
+
+def test_vllm_backend_on_a_cpu_worker_is_refused_with_the_fix(tmp_path):
+    from aipo_core import artifacts
+    from aipo_core.config import RunConfig
+    from aipo_core.pipeline import run_stage
+
+    config = RunConfig.model_validate(
+        {"name": "v", "model": "tiny-random-llama", "device": "cpu", "generation": {"backend": "vllm"}}
+    )
+    artifacts.write_jsonl_atomic(
+        artifacts.iteration_dir(tmp_path, "r", 0) / "instructions.jsonl", [{"id": "a", "instruction": "hi"}]
+    )
+    with pytest.raises(RuntimeError, match="backend 'vllm' needs a CUDA GPU; use backend: hf"):
+        run_stage("generate", config, artifact_root=tmp_path, run_id="r", iteration=0)

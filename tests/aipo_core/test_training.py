@@ -107,7 +107,7 @@ def test_attach_reference_logps_agrees_with_trl_own_precompute():
             per_device_train_batch_size=4,
             report_to="none",
             bf16=False,
-            activation_checkpointing=False,
+            gradient_checkpointing=False,
             max_length=128,
         )
         trl_dataset = DPOTrainer(

@@ -126,7 +126,7 @@ class RecordingLauncher:
     sent: list[tuple[str, int, str]] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
 
-    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str) -> None:
+    def enqueue_stage(self, stage_name: str, stage_id: int, task_id: str, queue: str | None = None) -> None:
         self.sent.append((stage_name, stage_id, task_id))
 
     def revoke(self, task_ids: list[str]) -> None:

@@ -1,0 +1,211 @@
+"""Memory preflight: estimate what a stage needs before loading its model, refuse what cannot fit.
+
+A stage that loads a model too big for its device is otherwise killed by the OOM killer (host) or
+dies in a CUDA OOM after minutes of loading; this check fails it first with the numbers: the
+model's size, the need per device, what is available and the settings that would fit.
+
+The model is measured without loading weights (its config instantiated on the meta device).
+Estimates per device, in bytes:
+
+- weights: parameters × bytes of the placement's dtype (÷ processes when sharded, FSDP / ZeRO-3);
+- training adds fp32 gradients (4 B) and AdamW's two fp32 moments (8 B) per parameter, also ÷
+  processes when sharded, and activations: per layer and token, 34·h bytes at 2-byte precision
+  (Korthikanti et al., 2022, "Reducing Activation Recomputation in Large Transformer Models",
+  Eq. 1 without the attention-score term, which SDPA/flash attention never materialises); with
+  gradient checkpointing only each layer's input (2·h bytes) is kept, plus one layer recomputed;
+- generation adds its KV cache: 2 (K, V) × layers × KV width × cached tokens;
+- a fixed margin for the CUDA context and allocator fragmentation.
+
+These are estimates (±20%), meant to tell "cannot possibly fit" from "should fit".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from aipo_core.config import TrainingConfig
+from aipo_core.devices import GiB, Placement
+
+CUDA_OVERHEAD = int(1.5 * GiB)
+ACTIVATION_VALUES_PER_TOKEN_PER_HIDDEN = 17  # 34·s·b·h bytes at 2 bytes per value
+SHARDING_OPTIONS = (2, 4, 8)
+
+
+class InsufficientMemoryError(RuntimeError):
+    """A stage's model cannot fit its placement; the message names the numbers and the options."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Sizes that drive memory: parameter count, layers, hidden size, KV width, vocabulary."""
+
+    parameters: int
+    layers: int
+    hidden: int
+    kv_width: int
+    vocab: int
+
+    @property
+    def billions(self) -> float:
+        return self.parameters / 1e9
+
+
+def model_shape(path: str | Path, *, trust_remote_code: bool = False) -> ModelShape:
+    """Measure a `from_pretrained`-able model from its config alone (meta device, no weights)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    return ModelShape(
+        parameters=sum(p.numel() for p in model.parameters()),
+        layers=text.num_hidden_layers,
+        hidden=text.hidden_size,
+        kv_width=kv_heads * head_dim,
+        vocab=text.vocab_size,
+    )
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Bytes needed on each device, by part."""
+
+    parts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def describe(self) -> str:
+        return " + ".join(f"{name} {value / GiB:.1f}" for name, value in self.parts.items() if value) + " GiB"
+
+
+def _bytes(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits // 8
+
+
+def _overhead(placement: Placement) -> int:
+    return CUDA_OVERHEAD if placement.device == "cuda" else 0
+
+
+def training_need(shape: ModelShape, placement: Placement, training: TrainingConfig) -> MemoryNeed:
+    """Per device: fp32 weights, gradients and AdamW state (sharded or not) plus activations."""
+    shards = placement.num_processes if placement.sharded else 1
+    tokens = training.batch_size // placement.num_processes * 2 * training.max_length  # chosen+rejected
+    value = _bytes(placement.compute_dtype)
+    per_layer = tokens * shape.hidden * ACTIVATION_VALUES_PER_TOKEN_PER_HIDDEN * value
+    if training.gradient_checkpointing:
+        activations = tokens * shape.hidden * value * shape.layers + per_layer
+    else:
+        activations = per_layer * shape.layers
+    return MemoryNeed(
+        {
+            "weights": shape.parameters * 4 // shards,
+            "gradients": shape.parameters * 4 // shards,
+            "AdamW state": shape.parameters * 8 // shards,
+            "activations": activations,
+            "CUDA runtime": _overhead(placement),
+        }
+    )
+
+
+def inference_need(shape: ModelShape, placement: Placement, *, rows: int = 1, tokens: int = 0) -> MemoryNeed:
+    """Weights in the placement's dtype plus a KV cache for `rows` sequences of `tokens` tokens."""
+    value = _bytes(placement.compute_dtype)
+    # Without gradients only one layer's activations are alive at a time.
+    one_layer = rows * max(tokens, 1) * shape.hidden * ACTIVATION_VALUES_PER_TOKEN_PER_HIDDEN * value
+    return MemoryNeed(
+        {
+            "weights": shape.parameters * _bytes(placement.dtype),
+            "KV cache": 2 * shape.layers * shape.kv_width * rows * tokens * value,
+            "activations": one_layer,
+            "CUDA runtime": _overhead(placement),
+        }
+    )
+
+
+def _where(placement: Placement, available: int) -> str:
+    if placement.device == "cuda":
+        return f"{available / GiB:.1f} GiB free on {placement.gpus[0].name}"
+    return f"{available / GiB:.1f} GiB of host memory available"
+
+
+def _fits(need: MemoryNeed, placement: Placement, available: int) -> bool:
+    # CPU processes share one host memory; GPU processes each have their own device.
+    processes = placement.num_processes if placement.device == "cpu" else 1
+    return need.total * processes <= available
+
+
+def training_options(
+    shape: ModelShape, placement: Placement, training: TrainingConfig, available: int
+) -> list[str]:
+    """Settings under which the training need fits `available`: each single change, and for each
+    sharding strategy the fewest processes (with gradient checkpointing) that fit."""
+    candidates: list[tuple[str, Placement, TrainingConfig]] = []
+    if placement.compute_dtype == torch.float32 and placement.device == "cuda":
+        bf16 = replace(placement, autocast_dtype=torch.bfloat16)
+        candidates.append(("training.precision: bf16", bf16, training))
+    if not training.gradient_checkpointing:
+        ckpt = training.model_copy(update={"gradient_checkpointing": True})
+        candidates.append(("training.gradient_checkpointing: true", placement, ckpt))
+    for n in SHARDING_OPTIONS:
+        if n <= placement.num_processes and placement.sharded:
+            continue
+        batch = max(training.batch_size // n, 1) * n
+        sharded_training = training.model_copy(
+            update={"num_processes": n, "batch_size": batch, "gradient_checkpointing": True}
+        )
+        for strategy in ("fsdp", "deepspeed_zero3"):
+            sharded = replace(placement, num_processes=n, strategy=strategy)
+            label = (
+                f"training.strategy: {strategy} with training.num_processes: {n} "
+                f"(and gradient checkpointing; {n} GPUs)"
+            )
+            candidates.append((label, sharded, sharded_training))
+    fitting: list[str] = []
+    sharded_fit: set[str] = set()  # strategies already offered at a smaller process count
+    for label, option_placement, option_training in candidates:
+        if option_placement.strategy in sharded_fit:
+            continue
+        need = training_need(shape, option_placement, option_training)
+        if _fits(need, option_placement, available):
+            fitting.append(f"{label}: ~{need.total / GiB:.1f} GiB per device")
+            if option_placement.sharded:
+                sharded_fit.add(option_placement.strategy)
+    return fitting
+
+
+def check_memory(
+    what: str,
+    model: str,
+    shape: ModelShape,
+    need: MemoryNeed,
+    placement: Placement,
+    available: int,
+    options: Callable[[], list[str]] = list,
+) -> None:
+    """Raise `InsufficientMemoryError` when `need` does not fit; the message has every number."""
+    if _fits(need, placement, available):
+        return
+    processes = placement.num_processes if placement.device == "cpu" else 1
+    per = f" × {processes} processes" if processes > 1 else " per device"
+    found = options()
+    advice = (
+        "Options that would fit: " + "; ".join(found) + "."
+        if found
+        else "No bf16, gradient-checkpointing or FSDP/ZeRO-3 (up to 8 GPUs) setting fits: "
+        "use GPUs with more memory or a smaller model."
+    )
+    raise InsufficientMemoryError(
+        f"{what}: model {model} has {shape.billions:.2f} B parameters and needs about "
+        f"{need.total / GiB:.1f} GiB{per} ({need.describe()}) on {placement.describe()['device']} in "
+        f"{placement.describe()['compute_dtype']}, but only {_where(placement, available)}. {advice}"
+    )
