@@ -66,6 +66,9 @@ def _config(args: argparse.Namespace, backend: str) -> RunConfig:
                 "max_new_tokens": args.new_tokens,
                 "temperature": 0.8,
                 "gpu_memory_utilization": 0.5,
+                # A machinery check, not a result: random weights (--cpu) almost never emit EOS and
+                # short budgets cut SmolLM2 off, so truncated candidates are paired here too.
+                "keep_unfinished": True,
             },
             "objective": {"name": "aipo", "beta": BETA},
             "training": {

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from aipo_core import artifacts
+from aipo_core.access import ModelAccess
 from aipo_core.config import RunConfig, TrainingConfig
 from aipo_core.devices import GPU, GiB, Hardware, inference_placement, training_placement
 from aipo_core.models import resolve_model_path
@@ -139,7 +140,14 @@ def test_train_stage_refuses_a_7b_model_on_this_host_before_loading_it(
     }
     artifacts.write_jsonl_atomic(artifacts.iteration_dir(tmp_path, "r", 0) / "pairs.jsonl", [pair])
     with pytest.raises(InsufficientMemoryError) as refused:
-        run_stage("train", config, artifact_root=tmp_path / "", run_id="r", iteration=0)
+        run_stage(
+            "train",
+            config,
+            artifact_root=tmp_path / "",
+            run_id="r",
+            iteration=0,
+            access=ModelAccess(data_roots=(tmp_path.resolve(),)),
+        )
     message = str(refused.value)
     assert message.startswith(f"train: model {mistral_folder} has 7.24 B parameters and needs about ")
     assert "GiB of host memory available" in message
