@@ -11,8 +11,12 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
-summary without touching the model. The worker runs exactly these functions in child processes;
-`run` chains them in-process for `aipo run --local`.
+summary without touching the model. A stage reads its inputs from `iter_{k}/` and writes into
+its attempt's scratch folder; the outputs reach `iter_{k}/` by `artifacts.publish`, marker last.
+`run_stage` publishes by itself unless given a scratch folder: the worker passes one per attempt
+and publishes only while it still holds the stage's claim, so a stale attempt can never replace
+a newer one's artifact. The worker runs exactly these functions in child processes; `run`
+chains them in-process for `aipo run --local`.
 """
 
 from __future__ import annotations
@@ -41,10 +45,17 @@ class StageContext:
     iteration: int
     model_cache_dir: Path | None = None
     sink: Sink | None = None
+    scratch: Path | None = None
 
     @property
     def dir(self) -> Path:
+        """The published iteration folder, where a stage finds its inputs."""
         return artifacts.iteration_dir(self.artifact_root, self.run_id, self.iteration)
+
+    @property
+    def out(self) -> Path:
+        """Where this stage attempt writes its outputs (its scratch folder; `dir` when none)."""
+        return self.scratch if self.scratch is not None else self.dir
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.sink is not None:
@@ -60,12 +71,12 @@ class StageContext:
         return str(artifacts.iteration_dir(self.artifact_root, self.run_id, self.iteration - 1) / "policy")
 
     def policy_out(self) -> Path:
-        """θ_{k+1}: written by the train stage."""
+        """θ_{k+1} as published by the train stage (the train stage writes `out / "policy"`)."""
         return self.dir / "policy"
 
 
 def stage_summary_path(ctx: StageContext, stage: str) -> Path:
-    return ctx.dir / f"stage_{stage}.json"
+    return ctx.dir / artifacts.stage_marker_name(stage)
 
 
 def stage_complete(ctx: StageContext, stage: str) -> bool:
@@ -90,7 +101,7 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.self_instruct import generate_instructions, top_up_from_pool
 
     if _imports_initial_pairs(ctx):
-        artifacts.write_jsonl_atomic(ctx.dir / "instructions.jsonl", [])
+        artifacts.write_jsonl_atomic(ctx.out / "instructions.jsonl", [])
         return {"skipped": "initial_pairs", "instructions": 0}
     cfg = ctx.config.self_instruct
     pool = load_prompt_pool(ctx.config.prompt_pool)
@@ -102,7 +113,7 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
     instructions = top_up_from_pool(
         result.instructions, pool, cfg.num_instructions, seed=ctx.config.seed + ctx.iteration
     )
-    artifacts.write_jsonl_atomic(ctx.dir / "instructions.jsonl", instructions)
+    artifacts.write_jsonl_atomic(ctx.out / "instructions.jsonl", instructions)
     return {
         "instructions": len(instructions),
         "generated": generated,
@@ -118,7 +129,7 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.models import resolve_model_path
 
     if _imports_initial_pairs(ctx):
-        artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", [])
+        artifacts.write_jsonl_atomic(ctx.out / "candidates.jsonl", [])
         return {"skipped": "initial_pairs", "prompts": 0}
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
     model, tokenizer = _load_policy(ctx, ctx.policy_in())
@@ -132,7 +143,7 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     records, stats = generate_candidates(
         instructions, generator, ctx.config.generation, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
-    artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", records)
+    artifacts.write_jsonl_atomic(ctx.out / "candidates.jsonl", records)
     return {"prompts": len(records), **stats}
 
 
@@ -167,7 +178,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
         summary |= {"candidates": len(candidates), **{f"dropped_{k}": v for k, v in drops.items()}}
     ctx.progress(0.8, "reference log-probs")
     pairs = _score_pairs(ctx, pairs, model, tokenizer)
-    artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
+    artifacts.write_jsonl_atomic(ctx.out / "pairs.jsonl", pairs)
     s_ref = [p["s_ref"] for p in pairs]
     summary |= {
         "pairs": len(pairs),
@@ -193,7 +204,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         pairs,
         objective=ctx.config.objective,
         training=ctx.config.training,
-        output_dir=ctx.policy_out(),
+        output_dir=ctx.out / "policy",
         seed=ctx.config.seed + ctx.iteration,
         sink=ctx.sink,
     )
@@ -243,7 +254,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
             seed=ctx.config.seed,
             sink=ctx.sink,
         )
-        artifacts.write_jsonl_atomic(ctx.dir / "eval" / f"{benchmark}.jsonl", result.records)
+        artifacts.write_jsonl_atomic(ctx.out / "eval" / f"{benchmark}.jsonl", result.records)
         summary |= {f"{benchmark}/{k}": v for k, v in result.metrics.items()}
     pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
     objective = ctx.config.objective.resolved()
@@ -257,7 +268,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
         else 0.0,
         similarity=bool(pairs),
     )
-    artifacts.write_json_atomic(ctx.dir / "analysis.json", analysis)
+    artifacts.write_json_atomic(ctx.out / "analysis.json", analysis)
     return summary
 
 
@@ -279,22 +290,37 @@ def run_stage(
     iteration: int,
     sink: Sink | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one stage of one iteration (idempotent) and return its summary metrics."""
+    """Run one stage of one iteration (idempotent) and return its summary metrics.
+
+    Without `scratch_dir` the stage's outputs are published into `iter_{k}/` before returning.
+    With one, they (and the completion marker) are left there for the caller to `publish`.
+    """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"stage {stage!r} is unknown; expected one of {', '.join(STAGES)}")
     if not 0 <= iteration < config.iterations:
         raise ValueError(f"iteration {iteration} is outside 0..{config.iterations - 1}")
-    ctx = StageContext(config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink)
-    summary_path = stage_summary_path(ctx, stage)
+    root = Path(artifact_root)
+    summary_path = artifacts.iteration_dir(root, str(run_id), iteration) / artifacts.stage_marker_name(stage)
     if artifacts.is_complete(summary_path):
         return artifacts.read_json(summary_path)
-    ctx.dir.mkdir(parents=True, exist_ok=True)
+    publish_here = scratch_dir is None
+    if scratch_dir is None:
+        out = artifacts.scratch_dir(root, str(run_id), iteration, stage, "local")
+        artifacts.discard_scratch(out)  # left behind by an earlier run that crashed
+    else:
+        out = Path(scratch_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = StageContext(config, root, str(run_id), iteration, model_cache_dir, sink, scratch=out)
     started = time.perf_counter()
     ctx.progress(0.0, f"{stage} started")
     summary = STAGE_FUNCTIONS[stage](ctx)
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    artifacts.write_json_atomic(summary_path, summary)
+    artifacts.write_json_atomic(out / artifacts.stage_marker_name(stage), summary)
+    if publish_here:
+        artifacts.publish(out, ctx.dir, marker=artifacts.stage_marker_name(stage))
+        artifacts.discard_scratch(out)
     ctx.progress(1.0, f"{stage} done")
     return summary
 
