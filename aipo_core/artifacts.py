@@ -49,6 +49,17 @@ def scratch_dir(root: Path | str, run_id: str, k: int, stage: str, attempt: int 
     return iteration_dir(root, run_id, k) / ATTEMPTS_DIR / f"{stage}-{attempt}"
 
 
+def earlier_scratch_dirs(root: Path | str, run_id: str, k: int, stage: str, attempt: int) -> list[Path]:
+    """Scratch folders that attempts of `stage` before `attempt` left behind (a killed worker's)."""
+    folder = iteration_dir(root, run_id, k) / ATTEMPTS_DIR
+    found = []
+    for path in folder.glob(f"{stage}-*"):
+        number = path.name.removeprefix(f"{stage}-")
+        if number.isdigit() and int(number) < attempt:
+            found.append(path)
+    return sorted(found)
+
+
 def fsync_dir(path: Path | str) -> None:
     """Make the entries of directory `path` (creations, renames, removals) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -169,9 +180,12 @@ def publish(scratch: Path | str, target: Path | str, *, marker: str) -> list[str
     Each entry is renamed as a whole, so a reader sees an old or a new artifact, never a mix;
     a crash part-way leaves no marker, and the stage runs again. The data is fsync'd before the
     renames and `target` after them and again after the marker. A scratch folder without a
-    marker (the stage found its outputs already published) publishes what it has and no marker.
+    marker (the stage found its outputs already published) publishes what it has and no marker;
+    a missing one publishes nothing.
     """
     scratch, target = Path(scratch), Path(target)
+    if not scratch.is_dir():
+        return []
     target.mkdir(parents=True, exist_ok=True)
     names = sorted(entry.name for entry in scratch.iterdir() if entry.name != marker)
     fsync_tree(scratch)

@@ -76,13 +76,12 @@ def shut_down() -> None:
 
 @dataclass(frozen=True)
 class StageFiles:
-    """Where one stage's child process writes.
+    """Where one stage attempt's child process writes.
 
     `log` accumulates every attempt (each headed by a line from the supervisor), so that the
-    API can serve the whole story. `events` accumulates too: a retry whose stage body finds its
-    artifact complete emits nothing, and re-forwarding the earlier attempts' events (the store
-    ingests them idempotently) still delivers the metrics a killed supervisor never stored.
-    `result` belongs to the current attempt only.
+    API can serve the whole story. `spec`, `events` and `result` belong to one attempt: a
+    superseded attempt's child that is still finishing can never hand its result or its
+    metrics to the next attempt's supervisor.
     """
 
     log: Path
@@ -92,13 +91,14 @@ class StageFiles:
     pid: Path
 
     @classmethod
-    def under(cls, folder: Path, name: str) -> StageFiles:
-        """The files of the stage called `name` inside `folder`."""
+    def under(cls, folder: Path, name: str, attempt: int | None = None) -> StageFiles:
+        """The files of the stage called `name` inside `folder` (of attempt `attempt`, if given)."""
+        own = name if attempt is None else f"{name}.attempt-{attempt}"
         return cls(
             log=folder / f"{name}.log",
-            spec=folder / f"{name}.spec.json",
-            events=folder / f"{name}.events.jsonl",
-            result=folder / f"{name}.result.json",
+            spec=folder / f"{own}.spec.json",
+            events=folder / f"{own}.events.jsonl",
+            result=folder / f"{own}.result.json",
             pid=folder / f"{name}.pid",
         )
 

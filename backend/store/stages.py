@@ -194,12 +194,18 @@ def complete_stage(
     return stage
 
 
-def skip_stage(session: Session, stage_id: int, *, reason: str) -> Stage | None:
-    """pending/queued/running → skipped (counts as done; e.g. sampling when initial_pairs is set)."""
+def skip_stage(
+    session: Session, stage_id: int, *, reason: str, attempt: int | None = None
+) -> Stage | None:
+    """pending/queued/running → skipped (counts as done; e.g. sampling when initial_pairs is set).
+
+    With `attempt`, only while that attempt still holds the running stage (as `complete_stage`).
+    """
     now = utcnow()
+    statuses = ("running",) if attempt is not None else ("pending", "queued", "running")
     skipped = (
         update(Stage)
-        .where(Stage.id == stage_id, Stage.status.in_(("pending", "queued", "running")))
+        .where(*_fenced(stage_id, attempt), Stage.status.in_(statuses))
         .values(status="skipped", message=reason, progress=1.0, finished_at=now)
     )
     if execute_update(session, skipped) != 1:

@@ -20,10 +20,10 @@ from tests.backend.conftest import fresh_postgres_url  # noqa: F401 - a fixture 
 #: Short timings so that supervision and reconciliation happen within a test's patience.
 FAST_TIMINGS = {
     "AIPO_STAGE_HEARTBEAT_INTERVAL_S": "0.2",
-    "AIPO_STAGE_HEARTBEAT_TIMEOUT_S": "3",
+    "AIPO_STAGE_HEARTBEAT_TIMEOUT_S": "6",  # lease: 6 - 1 - 2 × 0.2 = 4.6 s
     "AIPO_STAGE_QUEUED_TIMEOUT_S": "3",
     "AIPO_RECONCILE_INTERVAL_S": "0.5",
-    "AIPO_STAGE_KILL_GRACE_S": "2",
+    "AIPO_STAGE_KILL_GRACE_S": "1",
 }
 
 

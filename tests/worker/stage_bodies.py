@@ -25,6 +25,7 @@ def quick(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Emits three metrics and a progress event, prints to both streams, returns a summary."""
     assert sink is not None
@@ -45,6 +46,7 @@ def sleepy(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Starts a grandchild and never finishes on its own: something to cancel or orphan."""
     grandchild = subprocess.Popen(["sleep", "600"])
@@ -66,6 +68,7 @@ def failing(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Raises: the error message must reach the supervisor."""
     raise ValueError("the judge refused to judge")
@@ -80,6 +83,7 @@ def crashing(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Dies abruptly (like an OOM kill): no result file, only the log."""
     print("about to crash", flush=True)
@@ -113,13 +117,15 @@ def artifacts(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Writes each stage's artifact in the pipeline's layout (pairs after rank, eval samples after
-    evaluate), so the worker's loading into the store runs on real files."""
-    from aipo_core.artifacts import iteration_dir, write_jsonl_atomic
+    evaluate) into its scratch folder, so the worker's publishing and loading into the store run
+    on real files."""
+    from aipo_core.artifacts import write_jsonl_atomic
 
-    folder = iteration_dir(artifact_root, run_id, iteration)
-    assert sink is not None
+    assert sink is not None and scratch_dir is not None
+    folder = scratch_dir
     sink({"kind": "metric", "step": 1, "values": {f"{stage}/loss": 0.5, "text": "ignored"}})
     if stage == "rank":
         write_jsonl_atomic(folder / "pairs.jsonl", [_pair(i) for i in range(3)])

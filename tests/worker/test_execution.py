@@ -135,7 +135,9 @@ def test_cancel_kills_the_stage_process_group(store: Settings, launcher) -> None
             assert time.monotonic() < deadline, "stage child did not start"
             time.sleep(0.05)
         child, grandchild = map(int, pids.read_text().split())
-        assert _stage(stage_id).pid == child
+        while _stage(stage_id).pid != child:  # stored by the next heartbeat
+            assert time.monotonic() < deadline, "the child's pid never reached the store"
+            time.sleep(0.05)
         with session_scope() as session:
             cancel_run(session, run_id, launcher)
         cancelled_at = time.monotonic()
