@@ -131,13 +131,10 @@ def record_success(
                 attempt,
             )
             return False
-        publish(
-            scratch_dir(artifact_root, run_id, iteration, name, attempt),
-            stage_dir,
-            marker=stage_marker_name(name),
-        )
-        for leftover in earlier_scratch_dirs(artifact_root, run_id, iteration, name, attempt):
-            discard_scratch(leftover)
+        scratch = scratch_dir(artifact_root, run_id, iteration, name, attempt)
+        publish(scratch, stage_dir, marker=stage_marker_name(name))
+        for leftover in [*earlier_scratch_dirs(artifact_root, run_id, iteration, name, attempt), scratch]:
+            discard_scratch(leftover)  # earlier ones: attempts whose worker was killed
         load_stage_outputs(session, claimed, stage_dir)
         points = summary_points(summary, iteration=iteration, stage=name, attempt=attempt)
         if points:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ def quick(
         sink({"kind": "metric", "step": step, "values": {"loss": 1.0 / (step + 1)}})
     sink({"kind": "progress", "fraction": 1.0, "message": "done"})
     print(f"stdout line from {stage}")
-    print(f"stderr line from {stage}", file=__import__("sys").stderr)
+    print(f"stderr line from {stage}", file=sys.stderr)
     return {"stage": stage, "run_id": run_id, "iteration": iteration, "model": config.model}
 
 
@@ -133,3 +134,28 @@ def artifacts(
         write_jsonl_atomic(folder / "eval" / "alpaca_eval.jsonl", [_eval_sample(i) for i in range(2)])
         return {"alpaca_eval": {"win_rate": 50.0, "n": 2}, "note": "text is not a metric"}
     return {"count": 3, "model_cache_dir": str(model_cache_dir)}
+
+
+def crash_once_while_training(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+) -> dict[str, Any]:
+    """First attempt: logs a loss of 1.0 for steps 1-4, then dies (OOM-like). Later attempts: a
+    loss of 2.0 for steps 1-2, and finish."""
+    assert sink is not None
+    crashed_before = Path(artifact_root) / "crashed-once"
+    steps, loss = (range(1, 3), 2.0) if crashed_before.exists() else (range(1, 5), 1.0)
+    for step in steps:
+        sink({"kind": "metric", "step": step, "values": {"loss": loss}})
+    if not crashed_before.exists():
+        crashed_before.touch()
+        sys.stdout.flush()
+        os._exit(9)
+    return {"steps": len(steps)}
