@@ -70,6 +70,7 @@ def execute_stage(
     if claimed is None:
         return "skipped"
     scratch = scratch_dir(root, str(claimed.run_id), claimed.iteration, claimed.name, claimed.attempt)
+    scratch.mkdir(parents=True, exist_ok=True)
     try:
         return _run_attempt(claimed, scratch, lease, options, root, launcher, entry, settings)
     finally:

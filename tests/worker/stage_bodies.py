@@ -159,3 +159,42 @@ def crash_once_while_training(
         sys.stdout.flush()
         os._exit(9)
     return {"steps": len(steps)}
+
+
+def exclusive(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Holds an exclusive lock on `artifact_root/exclusive.lock` for as long as its process lives
+    (the kernel drops it at death, SIGKILL included). An attempt that starts while another is
+    still alive cannot take it, and records the overlap in `artifact_root/overlaps`. Logs its
+    start in `attempts.log`, runs until `artifact_root/release` exists, then writes
+    `output.json` into its scratch folder."""
+    import fcntl
+    import json
+
+    root = Path(artifact_root)
+    lock = open(root / "exclusive.lock", "a")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with open(root / "overlaps", "a") as fh:
+            fh.write(f"{os.getpid()} {time.time()}\n")
+        raise RuntimeError("another attempt of this stage is still running") from None
+    with open(root / "attempts.log", "a") as fh:
+        fh.write(f"{os.getpid()} {time.time()}\n")
+    assert sink is not None and scratch_dir is not None
+    step = 0
+    while not (root / "release").exists():
+        step += 1
+        sink({"kind": "metric", "step": step, "values": {"ticks": float(os.getpid())}})
+        time.sleep(0.1)
+    (scratch_dir / "output.json").write_text(json.dumps({"pid": os.getpid()}))
+    return {"pid": os.getpid(), "steps": step}
