@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -209,9 +210,11 @@ class Deployment:
             timeout=30.0,
         )
 
-    def start_worker(self, name: str) -> Any:
-        """Another real worker process (e.g. after killing the first)."""
-        service = spawn(name, worker_command(name=name), logs=self.stack.home / "logs", env=self.env)
+    def start_worker(self, name: str, **env: str) -> Any:
+        """Another real worker process (e.g. after killing the first), `env` overriding variables."""
+        service = spawn(
+            name, worker_command(name=name), logs=self.stack.home / "logs", env={**self.env, **env}
+        )
         self.stack.services.append(service)
         return service
 
@@ -281,6 +284,22 @@ def wait_for_status(
         return run if run["status"] in statuses else None
 
     return wait_until(reached, timeout_s=timeout_s, what=f"run {run_id} to be {'/'.join(statuses)}", dep=dep)
+
+
+class DeathWatch(threading.Thread):
+    """Records (wall clock) when the last live process of a process group is gone."""
+
+    def __init__(self, pgid: int) -> None:
+        super().__init__(daemon=True)
+        self.pgid = pgid
+        self.died_at: float | None = None
+
+    def run(self) -> None:
+        from worker.stage_process import group_alive
+
+        while group_alive(self.pgid):
+            time.sleep(0.01)
+        self.died_at = time.time()
 
 
 def kill_group(pgid: int) -> None:

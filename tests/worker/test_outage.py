@@ -31,9 +31,9 @@ from backend.store.runs import launch_run
 from backend.store.stages import get_stage
 from worker.execution import execute_stage
 from worker.options import WorkerOptions
-from worker.stage_process import group_alive
 
 from .conftest import FAST_TIMINGS, _migrated_store, drain_wakeups, new_run
+from .harness import DeathWatch
 from .tcp_proxy import TcpProxy
 
 ENTRY = "tests.worker.stage_bodies:exclusive"
@@ -55,20 +55,6 @@ def _starts(root: Path) -> list[tuple[int, float]]:
     if not path.exists():
         return []
     return [(int(pid), float(at)) for pid, at in (line.split() for line in path.read_text().splitlines())]
-
-
-class DeathWatch(threading.Thread):
-    """Records (wall clock) when the first live process of a process group is gone."""
-
-    def __init__(self, pgid: int) -> None:
-        super().__init__(daemon=True)
-        self.pgid = pgid
-        self.died_at: float | None = None
-
-    def run(self) -> None:
-        while group_alive(self.pgid):
-            time.sleep(0.01)
-        self.died_at = time.time()
 
 
 @pytest.mark.services
