@@ -1,6 +1,6 @@
 """Metric points: idempotent bulk ingest and downsampled history.
 
-The unique key (run, key, iteration, stage, attempt, step) makes ingest idempotent: a retried
+The unique key (run, key, iteration, step, stage, attempt) makes ingest idempotent: a retried
 batch hits ON CONFLICT DO NOTHING, so every point is stored exactly once. `attempt` is the stage
 attempt that logged a worker's point (0 for points sent to the API, whose pipeline stage names
 are reserved for workers): a retried stage logs a new curve beside the old one instead of
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, tuple_
+from sqlalchemy import and_, func, or_, select, text, tuple_
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -27,7 +27,7 @@ from backend.store.models import Metric, utcnow
 
 # Rows per INSERT statement group; SQLAlchemy splits further into multi-VALUES pages.
 INGEST_CHUNK = 10_000
-CONFLICT_KEY = ["run_id", "key", "iteration", "stage", "attempt", "step"]
+CONFLICT_KEY = ["run_id", "key", "iteration", "step", "stage", "attempt"]
 # History queries are a UNION ALL of branches, each over one key and up to this many iterations
 # (a CASE picks the iteration's bucket parameters per row, so more arms cost more per row) …
 ITERATIONS_PER_BRANCH = 16
@@ -108,7 +108,7 @@ def ingest_metrics(session: Session, run_id: int, points: Iterable[dict[str, Any
             }
             for p in points
         ),
-        key=lambda r: (r["key"], r["iteration"], r["stage"], r["attempt"], r["step"]),
+        key=lambda r: (r["key"], r["iteration"], r["step"], r["stage"], r["attempt"]),
     )
     return sum(_insert_chunk(session, run_id, chunk) for chunk in _chunks(rows, INGEST_CHUNK))
 
@@ -135,8 +135,8 @@ def metric_histories(
     min/max/count at the bucket's first step.
 
     Why step ranges rather than equal-count buckets: numbering the rows needs a window function
-    over the whole key, 4-5× slower on SQLite than the two passes here: a per-(key, iteration,
-    stage, attempt) count/min/max (index-only), then per key one GROUP BY over its range of the
+    over the whole key, 4-5× slower on SQLite than the two passes here: a per-(key, iteration)
+    count/min/max (index-only, see `_parts`), then per key one GROUP BY over its range of the
     unique index on an integer bucket id computed from the iteration and step alone.
     """
     scope = [Metric.run_id == run_id]
@@ -169,11 +169,12 @@ def metric_histories(
 
 @dataclass(frozen=True)
 class _Part:
-    """One (key, iteration, stage, attempt) of the stored rows: how many, first and last step."""
+    """Rows of one (key, iteration, stage, attempt): how many, first and last step. `stage` None:
+    every stage of the (key, iteration), whose rows all carry the one `attempt`."""
 
     key: str
     iteration: int
-    stage: str
+    stage: str | None
     attempt: int
     count: int
     first_step: int
@@ -187,27 +188,62 @@ class _Selection:
     parts: list[_Part]
     superseded: set[str]
 
-    def allowed(self, key: str) -> list[tuple[int, str, int]]:
-        """(iteration, stage, attempt) of `key`'s selected rows."""
-        return [(p.iteration, p.stage, p.attempt) for p in self.parts if p.key == key]
+    def allowed(
+        self, key: str, iterations: Iterable[int] | None = None
+    ) -> tuple[list[int], list[tuple[int, str, int]]]:
+        """`key`'s selected rows (in `iterations`): whole iterations, exact (iteration, stage, attempt)s."""
+        wanted = None if iterations is None else set(iterations)
+        whole: list[int] = []
+        exact: list[tuple[int, str, int]] = []
+        for p in self.parts:
+            if p.key != key or (wanted is not None and p.iteration not in wanted):
+                continue
+            if p.stage is None:
+                whole.append(p.iteration)
+            else:
+                exact.append((p.iteration, p.stage, p.attempt))
+        return whole, exact
 
 
 def _parts(session: Session, scope: list[Any], keys: Sequence[str] | None) -> list[_Part]:
-    """Count and step range of each (key, iteration, stage, attempt), in that order: an index-only scan."""
+    """Count and step range of each (key, iteration), from one pass over the unique index as
+    before attempts existed; only a (key, iteration) whose rows carry more than one attempt (a
+    retried stage, or stages at different attempts) is counted again per (stage, attempt)."""
     conditions = list(scope) if keys is None else [*scope, Metric.key.in_(list(keys))]
-    group = (Metric.key, Metric.iteration, Metric.stage, Metric.attempt)
     rows = session.execute(
-        select(*group, func.count(), func.min(Metric.step), func.max(Metric.step))
+        select(
+            Metric.key,
+            Metric.iteration,
+            func.count(),
+            func.min(Metric.step),
+            func.max(Metric.step),
+            func.min(Metric.attempt),
+            func.max(Metric.attempt),
+        )
         .where(*conditions)
-        .group_by(*group)
-        .order_by(*group)
+        .group_by(Metric.key, Metric.iteration)
     ).all()
-    return [_Part(*row) for row in rows]
+    parts: list[_Part] = []
+    mixed: list[tuple[str, int]] = []
+    for key, iteration, count, first, last, lowest, highest in rows:
+        if lowest == highest:
+            parts.append(_Part(key, iteration, None, lowest, count, first, last))
+        else:
+            mixed.append((key, iteration))
+    if mixed:
+        group = (Metric.key, Metric.iteration, Metric.stage, Metric.attempt)
+        detail = session.execute(
+            select(*group, func.count(), func.min(Metric.step), func.max(Metric.step))
+            .where(*scope, tuple_(Metric.key, Metric.iteration).in_(mixed))
+            .group_by(*group)
+        ).all()
+        parts.extend(_Part(*row) for row in detail)
+    return parts
 
 
 def _latest_attempts(parts: Sequence[_Part]) -> list[_Part]:
     """Of each (key, iteration, stage), the part of its highest attempt."""
-    latest: dict[tuple[str, int, str], _Part] = {}
+    latest: dict[tuple[str, int, str | None], _Part] = {}
     for part in parts:
         seen = latest.get((part.key, part.iteration, part.stage))
         if seen is None or part.attempt > seen.attempt:
@@ -313,13 +349,14 @@ def _raw_entries(
     conditions = [*scope, Metric.key.in_(list(keys))]
     superseded = [key for key in keys if key in chosen.superseded]
     if superseded:
-        allowed = [(key, *part) for key in superseded for part in chosen.allowed(key)]
-        conditions.append(
-            or_(
-                Metric.key.not_in(superseded),
-                tuple_(Metric.key, Metric.iteration, Metric.stage, Metric.attempt).in_(allowed),
-            )
-        )
+        latest_only = []
+        for key in superseded:
+            whole, exact = chosen.allowed(key)
+            options = [Metric.iteration.in_(whole)] if whole else []
+            if exact:
+                options.append(tuple_(Metric.iteration, Metric.stage, Metric.attempt).in_(exact))
+            latest_only.append(and_(Metric.key == key, or_(*options)))
+        conditions.append(or_(Metric.key.not_in(superseded), *latest_only))
     rows = session.execute(
         select(Metric.key, Metric.iteration, Metric.stage, Metric.attempt, Metric.step, Metric.value)
         .where(*conditions)
@@ -376,12 +413,16 @@ def _bucketed_entries(
         params[f"key_{i}"] = key
         latest_only = ""
         if key in chosen.superseded:
-            wanted = {b.iteration for b in branch}
-            rows = [row for row in chosen.allowed(key) if row[0] in wanted]
-            for j, (_, part_stage, _) in enumerate(rows):
-                params[f"stage_{i}_{j}"] = part_stage
-            listed = ", ".join(f"({it:d}, :stage_{i}_{j}, {att:d})" for j, (it, _, att) in enumerate(rows))
-            latest_only = f" AND (iteration, stage, attempt) IN ({listed})"
+            whole, exact = chosen.allowed(key, (b.iteration for b in branch))
+            options = [f"iteration IN ({', '.join(f'{it:d}' for it in whole)})"] if whole else []
+            if exact:
+                for j, (_, part_stage, _) in enumerate(exact):
+                    params[f"stage_{i}_{j}"] = part_stage
+                listed = ", ".join(
+                    f"({it:d}, :stage_{i}_{j}, {att:d})" for j, (it, _, att) in enumerate(exact)
+                )
+                options.append(f"(iteration, stage, attempt) IN ({listed})")
+            latest_only = f" AND ({' OR '.join(options)})"
         selects.append(
             f"SELECT {bucket} AS bucket, min(stage), max(attempt), min(step), avg(value), min(value), "
             f"max(value), count(*) FROM metrics WHERE run_id = :run_id AND key = :key_{i} "

@@ -191,9 +191,9 @@ class Stage(Base):
 class Metric(Base):
     __tablename__ = "metrics"
     __table_args__ = (
-        # The idempotency key, ordered so that one key's history is a contiguous index range and
-        # its per-(iteration, stage, attempt) counts and step ranges an index-only scan.
-        UniqueConstraint("run_id", "key", "iteration", "stage", "attempt", "step"),
+        # The idempotency key, ordered so that one key's history is a contiguous index range
+        # (`attempt` last: the index serves history queries exactly as before attempts existed).
+        UniqueConstraint("run_id", "key", "iteration", "step", "stage", "attempt"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -2,8 +2,8 @@
 
 A retried stage used to log its curve into the same (run, key, iteration, step, stage) keys as
 the attempt before it, so the first write won and the two curves mixed. `attempt` (0 for
-points sent to the API) joins the unique key, placed before `step` so that one (key,
-iteration, stage, attempt)'s points stay a contiguous range of the index.
+points sent to the API) joins the unique key, last, so that the index keeps serving the history
+queries as before (measured: putting it before `step` made PostgreSQL's counts slower).
 
 Revision ID: 0003
 Revises: 0001
@@ -22,7 +22,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 OLD_KEY = ("run_id", "key", "iteration", "step", "stage")
-NEW_KEY = ("run_id", "key", "iteration", "stage", "attempt", "step")
+NEW_KEY = ("run_id", "key", "iteration", "step", "stage", "attempt")
 
 
 def _name(columns: Sequence[str]) -> str:
