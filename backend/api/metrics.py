@@ -58,12 +58,17 @@ def metric_history(
     mean, min, max and count at its first step). A retried stage's points are kept per attempt;
     each (iteration, stage) shows its latest attempt's unless `attempt` asks for another."""
     load_run(session, run_id)
-    keys = key or [k for k, _ in store.metric_keys(session, run_id)][:MAX_KEYS_PER_REQUEST]
+    if key:
+        keys = list(dict.fromkeys(key))
+    else:
+        keys = [k for k, _ in store.metric_keys(session, run_id)][:MAX_KEYS_PER_REQUEST]
+    # All keys in one pass over the index (the per-(key, iteration) counts are one scan).
+    found = store.metric_histories(
+        session, run_id, keys, points=points, iteration=iteration, stage=stage, attempt=attempt
+    )
     series = []
-    for name in dict.fromkeys(keys):
-        total, rows = store.metric_history(
-            session, run_id, name, points=points, iteration=iteration, stage=stage, attempt=attempt
-        )
+    for name in keys:
+        total, rows = found.get(name, (0, []))
         series.append(MetricSeries(key=name, total=total, points=[MetricHistoryPoint(**r) for r in rows]))
     return MetricHistory(series=series)
 
