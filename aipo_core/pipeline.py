@@ -21,7 +21,11 @@ step-0 log-probs) and train use the training placement.
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
-summary without touching the model. Every model and data file is loaded under the operator's
+summary without touching the model. A stage reads its inputs from `iter_{k}/` and writes into
+its attempt's scratch folder; the outputs reach `iter_{k}/` by `artifacts.publish`, marker last.
+`run_stage` publishes by itself unless given a scratch folder: the worker passes one per attempt
+and publishes only while it still holds the stage's claim, so a stale attempt can never replace
+a newer one's artifact. Every model and data file is loaded under the operator's
 `ModelAccess` (aipo_core.access); old policy folders are pruned after each evaluate
 (aipo_core.retention). The worker runs exactly these functions in child processes;
 `run` chains them in-process for `aipo run --local`.
@@ -64,10 +68,17 @@ class StageContext:
     sink: Sink | None = None
     access: ModelAccess = ModelAccess()
     hardware: Hardware | None = None
+    scratch: Path | None = None
 
     @property
     def dir(self) -> Path:
+        """The published iteration folder, where a stage finds its inputs."""
         return artifacts.iteration_dir(self.artifact_root, self.run_id, self.iteration)
+
+    @property
+    def out(self) -> Path:
+        """Where this stage attempt writes its outputs (its scratch folder; `dir` when none)."""
+        return self.scratch if self.scratch is not None else self.dir
 
     def emit(self, event: dict[str, Any]) -> None:
         if self.sink is not None:
@@ -93,12 +104,12 @@ class StageContext:
         return self.access.trusting(artifacts.run_dir(self.artifact_root, self.run_id))
 
     def policy_out(self) -> Path:
-        """θ_{k+1}: written by the train stage."""
+        """θ_{k+1} as published by the train stage (the train stage writes `out / "policy"`)."""
         return self.dir / "policy"
 
 
 def stage_summary_path(ctx: StageContext, stage: str) -> Path:
-    return ctx.dir / f"stage_{stage}.json"
+    return ctx.dir / artifacts.stage_marker_name(stage)
 
 
 def stage_complete(ctx: StageContext, stage: str) -> bool:
@@ -218,7 +229,7 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.self_instruct import generate_instructions, top_up_from_pool
 
     if _imports_initial_pairs(ctx):
-        artifacts.write_jsonl_atomic(ctx.dir / "instructions.jsonl", [])
+        artifacts.write_jsonl_atomic(ctx.out / "instructions.jsonl", [])
         return {"skipped": "initial_pairs", "instructions": 0}
     from aipo_core.data.pools import BUNDLED_POOLS
 
@@ -254,7 +265,7 @@ def stage_self_instruct(ctx: StageContext) -> dict[str, Any]:
         seed=ctx.config.seed + ctx.iteration,
         decontaminator=decontaminator,
     )
-    artifacts.write_jsonl_atomic(ctx.dir / "instructions.jsonl", instructions)
+    artifacts.write_jsonl_atomic(ctx.out / "instructions.jsonl", instructions)
     return {
         "instructions": len(instructions),
         "generated": generated,
@@ -272,7 +283,7 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     from aipo_core.generation import generate_candidates, make_generator
 
     if _imports_initial_pairs(ctx):
-        artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", [])
+        artifacts.write_jsonl_atomic(ctx.out / "candidates.jsonl", [])
         return {"skipped": "initial_pairs", "prompts": 0}
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
     cfg = ctx.config.generation
@@ -292,7 +303,7 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     records, stats = generate_candidates(
         instructions, generator, cfg, seed=ctx.config.seed + ctx.iteration, sink=ctx.sink
     )
-    artifacts.write_jsonl_atomic(ctx.dir / "candidates.jsonl", records)
+    artifacts.write_jsonl_atomic(ctx.out / "candidates.jsonl", records)
     unfinished = sum(not done for record in records for done in record["finished"])
     return {
         "prompts": len(records),
@@ -382,7 +393,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
         }
     ctx.progress(0.8, "reference log-probs")
     pairs = _score_pairs(ctx, pairs, model, tokenizer, placement)
-    artifacts.write_jsonl_atomic(ctx.dir / "pairs.jsonl", pairs)
+    artifacts.write_jsonl_atomic(ctx.out / "pairs.jsonl", pairs)
     s_ref = [p["s_ref"] for p in pairs]
     summary |= {
         "pairs": len(pairs),
@@ -411,10 +422,10 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
             model=ctx.policy_in(),
             config=ctx.config,
             pairs_path=ctx.dir / "pairs.jsonl",
-            output_dir=ctx.policy_out(),
+            output_dir=ctx.out / "policy",
             placement=placement,
             seed=ctx.config.seed + ctx.iteration,
-            workdir=ctx.dir,
+            workdir=ctx.out,
             sink=ctx.sink,
             model_cache_dir=ctx.model_cache_dir,
         )
@@ -428,7 +439,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
         pairs,
         objective=ctx.config.objective,
         training=ctx.config.training,
-        output_dir=ctx.policy_out(),
+        output_dir=ctx.out / "policy",
         seed=ctx.config.seed + ctx.iteration,
         sink=ctx.sink,
         placement=placement,
@@ -539,8 +550,8 @@ def _analyze(ctx: StageContext, model, tokenizer, placement: Placement) -> dict[
         embedder=default_embedder(placement.torch_device().type) if pairs else None,
     )
     per_pair = pair_objective_values(pairs, chosen, rejected, objective=name, hyperparameters=hyperparameters)
-    artifacts.write_jsonl_atomic(ctx.dir / PAIR_DIAGNOSTICS, per_pair)
-    artifacts.write_json_atomic(ctx.dir / "analysis.json", analysis)
+    artifacts.write_jsonl_atomic(ctx.out / PAIR_DIAGNOSTICS, per_pair)
+    artifacts.write_json_atomic(ctx.out / "analysis.json", analysis)
     return _analysis_summary(analysis)
 
 
@@ -574,12 +585,13 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Raw metrics of one model on one benchmark sample; writes eval/…/{benchmark}.jsonl.
 
-    A retried stage keeps the evaluations it already finished (each file is written atomically).
+    A retried call within the same scratch folder keeps the evaluations it already finished
+    (each file is written atomically).
     """
     from aipo_core.eval_summary import BASE_EVALUATION, BENCHMARK_BASELINES, evaluation_path, judge_info
     from aipo_core.evaluation import eval_metrics, evaluate_policy
 
-    path = evaluation_path(ctx.dir, evaluated, sample.benchmark)
+    path = evaluation_path(ctx.out, evaluated, sample.benchmark)
     if path.is_file():
         return eval_metrics(artifacts.read_jsonl(path))
     ctx.progress(0.9 * step / steps, f"evaluating θ_{policy_index} on {sample.benchmark}")
@@ -617,7 +629,7 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     base = _load_policy(ctx, ctx.config.model, "model", placement) if _needs_base_model(ctx) else None
     samples = [evaluation_sample(b, evaluation.limit, evaluation.seed) for b in evaluation.benchmarks]
     artifacts.write_json_atomic(
-        ctx.dir / "eval" / "sample.json", {sample.benchmark: sample.describe() for sample in samples}
+        ctx.out / "eval" / "sample.json", {sample.benchmark: sample.describe() for sample in samples}
     )
     # (evaluated, model, j of θ_j): θ_0 first in iteration 0, then the policy this iteration trained.
     subjects = [(POLICY_EVALUATION, (model, tokenizer), ctx.iteration + 1)]
@@ -673,13 +685,16 @@ def run_stage(
     model_cache_dir: Path | None = None,
     access: ModelAccess | None = None,
     hardware: Hardware | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run one stage of one iteration (idempotent) and return its summary metrics.
 
     `access` is the operator's loading policy (default: built-in models and bundled data only);
     the whole config is checked against it before anything loads. After an evaluate stage the
     run's policy folders are pruned per `training.keep_policies` (aipo_core.retention).
-    `hardware` defaults to what this process sees (`Hardware.probe()`).
+    `hardware` defaults to what this process sees (`Hardware.probe()`). Without `scratch_dir` the
+    stage's outputs are published into `iter_{k}/` before returning; with one, they (and the
+    completion marker) are left there for the caller to `publish`.
     """
     if stage not in STAGE_FUNCTIONS:
         raise ValueError(f"stage {stage!r} is unknown; expected one of {', '.join(STAGES)}")
@@ -687,22 +702,32 @@ def run_stage(
         raise ValueError(f"iteration {iteration} is outside 0..{config.iterations - 1}")
     access = access or ModelAccess()
     check_run_config(config, access)
-    ctx = StageContext(
-        config, Path(artifact_root), str(run_id), iteration, model_cache_dir, sink, access, hardware
-    )
-    summary_path = stage_summary_path(ctx, stage)
+    root, marker = Path(artifact_root), artifacts.stage_marker_name(stage)
+    summary_path = artifacts.iteration_dir(root, str(run_id), iteration) / marker
     if artifacts.is_complete(summary_path):
         summary = artifacts.read_json(summary_path)
     else:
-        ctx.dir.mkdir(parents=True, exist_ok=True)
+        publish_here = scratch_dir is None
+        if scratch_dir is None:
+            out = artifacts.scratch_dir(root, str(run_id), iteration, stage, "local")
+            artifacts.discard_scratch(out)  # left behind by an earlier run that crashed
+        else:
+            out = Path(scratch_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(
+            config, root, str(run_id), iteration, model_cache_dir, sink, access, hardware, scratch=out
+        )
         started = time.perf_counter()
         ctx.progress(0.0, f"{stage} started")
         summary = STAGE_FUNCTIONS[stage](ctx)
         summary["seconds"] = round(time.perf_counter() - started, 3)
-        artifacts.write_json_atomic(summary_path, summary)
+        artifacts.write_json_atomic(out / marker, summary)
+        if publish_here:
+            artifacts.publish(out, ctx.dir, marker=marker)
+            artifacts.discard_scratch(out)
         ctx.progress(1.0, f"{stage} done")
     if stage == "evaluate":
-        prune_policies(ctx.artifact_root, ctx.run_id, config)
+        prune_policies(root, str(run_id), config)
     return summary
 
 

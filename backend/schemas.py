@@ -8,9 +8,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from aipo_core.config import RunConfig
+from backend.routing import STAGES as PIPELINE_STAGES
 from backend.store.models import RUN_STATUSES, STAGE_STATUSES
 from backend.validation import storable_text
 
@@ -416,18 +417,35 @@ class IterationList(BaseModel):
 
 
 class MetricPointCreate(BaseModel):
+    """A point sent by a client. The pipeline stages' names are reserved for the workers, so that
+    nothing sent over HTTP can stand in for (or pre-empt) a metric the pipeline computes."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"iteration": 0, "stage": "train", "key": "loss", "step": 10, "value": 0.69}]
+            "examples": [{"key": "loss", "iteration": 0, "stage": "my_probe", "step": 10, "value": 0.69}]
         },
     )
-    iteration: int = Field(0, ge=0, le=MAX_INT32)
-    stage: Annotated[SafeStr, Field(max_length=32)] = ""
     key: Annotated[SafeStr, Field(min_length=1, max_length=200)]
+    iteration: int = Field(0, ge=0, le=MAX_INT32)
+    stage: Annotated[
+        SafeStr,
+        Field(max_length=32, description=f"Any name but the pipeline's ({', '.join(PIPELINE_STAGES)})."),
+    ] = ""
     step: int = Field(ge=0, le=MAX_INT64)
     value: float | None = Field(description="NaN/inf are stored as null.")
     time: datetime | None = None
+
+    @field_validator("stage")
+    @classmethod
+    def _not_a_pipeline_stage(cls, stage: str, info: ValidationInfo) -> str:
+        if stage in PIPELINE_STAGES:
+            key = info.data.get("key")
+            raise ValueError(
+                f"{f'key {key!r}: ' if key else ''}stage {stage!r} is reserved: the pipeline stages "
+                f"({', '.join(PIPELINE_STAGES)}) are written only by workers; log under another stage name"
+            )
+        return stage
 
 
 class MetricIngest(BaseModel):
@@ -437,7 +455,7 @@ class MetricIngest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"points": [{"iteration": 0, "stage": "train", "key": "loss", "step": 1, "value": 0.69}]}
+                {"points": [{"key": "loss", "iteration": 0, "stage": "my_probe", "step": 1, "value": 0.69}]}
             ]
         },
     )
@@ -453,6 +471,7 @@ class MetricIngestResult(BaseModel):
 class MetricHistoryPoint(BaseModel):
     iteration: int
     stage: str
+    attempt: int = Field(description="The stage attempt that logged it (0: sent to the API).")
     step: int = Field(description="Step of the first point in the bucket.")
     value: float | None = Field(description="Mean over the bucket (the raw value when not downsampled).")
     min: float | None
@@ -463,8 +482,9 @@ class MetricHistoryPoint(BaseModel):
 class MetricSeries(BaseModel):
     key: str
     total: int = Field(
-        description="Points stored; above `points` the series is bucket-averaged (buckets never straddle "
-        "an iteration, so at most points + iterations - 1 entries)."
+        description="Points selected (each (iteration, stage)'s latest attempt, or `attempt`'s); above "
+        "`points` the series is bucket-averaged (buckets never straddle an iteration, so at most "
+        "points + iterations - 1 entries)."
     )
     points: list[MetricHistoryPoint]
 
@@ -482,6 +502,7 @@ class MetricHistory(BaseModel):
                                 {
                                     "iteration": 0,
                                     "stage": "train",
+                                    "attempt": 1,
                                     "step": 0,
                                     "value": 0.69,
                                     "min": 0.69,
@@ -491,6 +512,7 @@ class MetricHistory(BaseModel):
                                 {
                                     "iteration": 0,
                                     "stage": "train",
+                                    "attempt": 1,
                                     "step": 1,
                                     "value": 0.65,
                                     "min": 0.65,

@@ -122,7 +122,7 @@ def aipo_sender(base: str, run_id: int) -> Callable[[list], None]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
 
     def send(batch: list) -> None:
-        body = {"points": [{"key": k, "step": s, "value": v, "stage": "train"} for k, s, v in batch]}
+        body = {"points": [{"key": k, "step": s, "value": v, "stage": "client"} for k, s, v in batch]}
         httpx.post(
             f"{base}/api/v1/runs/{run_id}/metrics", json=body, headers=headers, timeout=300
         ).raise_for_status()

@@ -11,7 +11,9 @@ from backend.store.metrics import ingest_metrics
 from backend.store.stages import heartbeat
 
 
-def metric_points(events: list[dict[str, Any]], *, iteration: int, stage: str) -> list[dict[str, Any]]:
+def metric_points(
+    events: list[dict[str, Any]], *, iteration: int, stage: str, attempt: int
+) -> list[dict[str, Any]]:
     """Flatten `{"kind": "metric", "step": s, "values": {k: v}}` events into store metric points.
 
     Non-numeric values are dropped (the metrics table holds floats); non-finite ones are kept,
@@ -29,6 +31,7 @@ def metric_points(events: list[dict[str, Any]], *, iteration: int, stage: str) -
                 {
                     "iteration": iteration,
                     "stage": stage,
+                    "attempt": attempt,
                     "key": str(key),
                     "step": step,
                     "value": float(value) if math.isfinite(value) else value,
@@ -52,6 +55,9 @@ class StoreStageControl:
     `should_stop` is true when the store refuses the heartbeat: run cancelled, stage no longer
     running, or another attempt has claimed the stage since (a reconciler took this worker for
     dead; `attempt` is the fencing token): two children must never work on the same stage.
+    Metrics are stored under the attempt, and only while the attempt still holds the stage
+    (the same fenced UPDATE as a heartbeat, in the same transaction), so a superseded attempt
+    writes nothing more. `pid` (the child's, once started) travels with every heartbeat.
     """
 
     stage_id: int
@@ -59,6 +65,7 @@ class StoreStageControl:
     iteration: int
     stage: str
     attempt: int
+    pid: int | None = None
     _alive: bool = True
     _progress: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -71,6 +78,7 @@ class StoreStageControl:
                 self.stage_id,
                 progress=None if fraction is None else min(1.0, max(0.0, float(fraction))),
                 message=progress.get("message"),
+                pid=self.pid,
                 attempt=self.attempt,
             )
 
@@ -81,7 +89,12 @@ class StoreStageControl:
         progress = latest_progress(events)
         if progress is not None:
             self._progress = progress
-        points = metric_points(events, iteration=self.iteration, stage=self.stage)
-        if points:
-            with session_scope() as session:
-                ingest_metrics(session, self.run_id, points)
+        points = metric_points(events, iteration=self.iteration, stage=self.stage, attempt=self.attempt)
+        if not points:
+            return
+        with session_scope() as session:
+            if not heartbeat(session, self.stage_id, attempt=self.attempt):
+                session.rollback()
+                self._alive = False
+                return
+            ingest_metrics(session, self.run_id, points)

@@ -4,7 +4,12 @@ This is the body of every `aipo.stage.<name>` task. It is safe to run twice for 
 message (at-least-once delivery, re-sent wake-ups): `claim_stage` lets exactly one attempt
 proceed and returns None for a done, fresh-running or cancelled stage; the stage body skips
 work whose artifact is already complete; everything loaded into the database is keyed
-(metrics) or replaced as a whole (pairs, eval samples).
+(metrics, by attempt) or replaced as a whole (pairs, eval samples).
+
+Each attempt writes into its own scratch folder (`iter_{k}/.attempts/{stage}-{attempt}/`),
+which `record_success` publishes only while the attempt still holds the stage. The attempt's
+`Lease` starts before the claim and is renewed by every heartbeat the store accepts; when it
+runs out (database unreachable) the child is stopped before anyone may take the stage over.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aipo_core.artifacts import iteration_dir
+from aipo_core.artifacts import discard_scratch, scratch_dir
 from backend.db import session_scope
 from backend.launcher import Launcher
 from backend.settings import Settings
-from backend.store.stages import claim_stage, get_stage, heartbeat, stage_log_path
+from backend.store.stages import claim_stage, get_stage, stage_log_path
 from worker.control import StoreStageControl
 from worker.finalize import record_failure, record_success
+from worker.lease import Lease
 from worker.options import WorkerOptions
 from worker.stage_process import StageFiles, StageProcess
 from worker.stage_runner import DEFAULT_ENTRY
@@ -51,13 +57,37 @@ def execute_stage(
     launcher: Launcher,
     entry: str = DEFAULT_ENTRY,
 ) -> str:
-    """Run one attempt of a stage; returns a one-word outcome for the task log."""
+    """Run one attempt of a stage; returns a one-word outcome for the task log.
+
+    skipped (nothing to claim), succeeded, failed, stopped (cancelled or taken over while
+    running), lost (the lease ran out: the store was unreachable), superseded (finished, but
+    another attempt holds the stage now; nothing was kept).
+    """
     options = WorkerOptions.from_settings(settings)
     root = settings.resolved_artifact_root
+    lease = Lease(options.lease_s)  # from before the claim: the claim stamps the first heartbeat
     claimed = _claim(stage_id, expected_stage, task_id, root, options)
     if claimed is None:
         return "skipped"
-    files = StageFiles.under(claimed.log_path.parent, claimed.log_path.stem)
+    scratch = scratch_dir(root, str(claimed.run_id), claimed.iteration, claimed.name, claimed.attempt)
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_attempt(claimed, scratch, lease, options, root, launcher, entry, settings)
+    finally:
+        discard_scratch(scratch)
+
+
+def _run_attempt(
+    claimed: ClaimedStage,
+    scratch: Path,
+    lease: Lease,
+    options: WorkerOptions,
+    root: Path,
+    launcher: Launcher,
+    entry: str,
+    settings: Settings,
+) -> str:
+    files = StageFiles.under(claimed.log_path.parent, claimed.log_path.stem, attempt=claimed.attempt)
     spec = {
         "entry": entry,
         "stage": claimed.name,
@@ -70,37 +100,39 @@ def execute_stage(
         "model_cache_dir": str(settings.home / "models"),
         # The operator's loading policy: the child re-checks the config and every load against it.
         "model_access": settings.model_access().to_dict(),
+        "scratch_dir": str(scratch),
     }
-    control = StoreStageControl(stage_id, claimed.run_id, claimed.iteration, claimed.name, claimed.attempt)
-    with keepalive(control, interval_s=options.heartbeat_interval_s):
+    control = StoreStageControl(
+        claimed.stage_id, claimed.run_id, claimed.iteration, claimed.name, claimed.attempt
+    )
+    with keepalive(control, interval_s=options.heartbeat_interval_s, lease=lease):
         process = StageProcess.start(spec, files, attempt=claimed.attempt)
+    control.pid = process.pid  # stored by the next heartbeat
     log.info(
         "stage %d (%s, run %d, iteration %d) attempt %d: pid %d",
-        stage_id,
+        claimed.stage_id,
         claimed.name,
         claimed.run_id,
         claimed.iteration,
         claimed.attempt,
         process.pid,
     )
-    _record_pid(claimed, process.pid)
     result = supervise(
-        process, control, interval_s=options.heartbeat_interval_s, kill_grace_s=options.kill_grace_s
+        process,
+        control,
+        interval_s=options.heartbeat_interval_s,
+        kill_grace_s=options.kill_grace_s,
+        lease=lease,
     )
+    if result.lost:
+        return "lost"
     if result.stopped or result.outcome is None:
         return "stopped"
     if result.outcome.ok:
-        stage_dir = iteration_dir(root, str(claimed.run_id), claimed.iteration)
-        record_success(claimed, result.outcome.summary, stage_dir=stage_dir, launcher=launcher)
-        return "succeeded"
+        done = record_success(claimed, result.outcome.summary, artifact_root=root, launcher=launcher)
+        return "succeeded" if done else "superseded"
     record_failure(claimed, result.outcome, max_attempts=options.max_attempts, launcher=launcher)
     return "failed"
-
-
-def _record_pid(claimed: ClaimedStage, pid: int) -> None:
-    """Store the child's pid (= its process group id) so that operators can find the group."""
-    with session_scope() as session:
-        heartbeat(session, claimed.stage_id, pid=pid, attempt=claimed.attempt)
 
 
 def _claim(

@@ -1,10 +1,15 @@
 """Recording a finished stage attempt and moving the run forward.
 
-Success commits, in ONE transaction, the stage's database copies (pairs, eval samples, summary
-metrics), its `succeeded` status and the next stage's `queued` status; only then is the next
-wake-up sent. A crash anywhere before the commit leaves the stage `running` with a dying
-heartbeat, so the reconciler re-runs it (the stage body skips its complete artifact); a lost
-wake-up after the commit leaves the next stage `queued`, which the reconciler re-sends.
+Success is ONE transaction that starts with the fenced UPDATE marking the stage `succeeded`
+(only if this attempt still holds it). When that matches nothing, the attempt was superseded:
+the transaction is rolled back and nothing of it is kept, neither rows nor files. When it
+matches, the row stays locked (SQLite: the whole database) until the commit, so no other
+attempt can claim the stage meanwhile, and under that lock the attempt's scratch folder is
+published into `iter_{k}/` (marker last), the rows the dashboard queries (pairs, eval samples,
+summary metrics) are loaded from it, and the next stage is queued; only then is the next wake-up
+sent. A crash anywhere before the commit leaves the stage `running` with a dying heartbeat, so
+the reconciler re-runs it (finding the artifact published, the stage body returns its summary);
+a lost wake-up after the commit leaves the next stage `queued`, which the reconciler re-sends.
 """
 
 from __future__ import annotations
@@ -13,7 +18,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aipo_core.artifacts import read_jsonl
+from aipo_core.artifacts import (
+    discard_scratch,
+    earlier_scratch_dirs,
+    iteration_dir,
+    publish,
+    read_jsonl,
+    scratch_dir,
+    stage_marker_name,
+)
 from aipo_core.pipeline import PAIR_DIAGNOSTICS
 from backend.db import session_scope
 from backend.launcher import Launcher
@@ -50,7 +63,9 @@ STAGE_ARTIFACTS = {
 }
 
 
-def summary_points(summary: dict[str, Any], *, iteration: int, stage: str) -> list[dict[str, Any]]:
+def summary_points(
+    summary: dict[str, Any], *, iteration: int, stage: str, attempt: int
+) -> list[dict[str, Any]]:
     """A stage summary's numbers as metric points at step 0; nested dicts join keys with '/'."""
     points: list[dict[str, Any]] = []
 
@@ -60,7 +75,14 @@ def summary_points(summary: dict[str, Any], *, iteration: int, stage: str) -> li
                 walk(f"{prefix}/{key}" if prefix else str(key), value)
         elif isinstance(node, int | float) and not isinstance(node, bool):
             points.append(
-                {"iteration": iteration, "stage": stage, "key": prefix, "step": 0, "value": float(node)}
+                {
+                    "iteration": iteration,
+                    "stage": stage,
+                    "attempt": attempt,
+                    "key": prefix,
+                    "step": 0,
+                    "value": float(node),
+                }
             )
 
     walk("", summary)
@@ -103,37 +125,56 @@ def load_stage_outputs(session: Session, claimed: ClaimedStage, stage_dir: Path)
 
 
 def record_success(
-    claimed: ClaimedStage, summary: dict[str, Any], *, stage_dir: Path, launcher: Launcher
-) -> None:
-    """Store the outputs, mark the stage done and queue the next one (see the module doc)."""
-    artifact = stage_dir / STAGE_ARTIFACTS.get(claimed.name, "")
+    claimed: ClaimedStage, summary: dict[str, Any], *, artifact_root: Path, launcher: Launcher
+) -> bool:
+    """Mark the stage done, publish and store its outputs, queue the next one (see the module doc).
+
+    False when this attempt no longer holds the stage: then nothing was stored or published.
+    """
+    run_id, iteration, name, attempt = str(claimed.run_id), claimed.iteration, claimed.name, claimed.attempt
+    stage_dir = iteration_dir(artifact_root, run_id, iteration)
     finished_sweep: int | None = None
     with session_scope() as session:
+        if _finish(session, claimed, summary, artifact=stage_dir / STAGE_ARTIFACTS.get(name, "")) is None:
+            session.rollback()
+            log.warning(
+                "stage %d attempt %d was cancelled or taken over meanwhile; discarding its outputs",
+                claimed.stage_id,
+                attempt,
+            )
+            return False
+        scratch = scratch_dir(artifact_root, run_id, iteration, name, attempt)
+        publish(scratch, stage_dir, marker=stage_marker_name(name))
+        for leftover in [*earlier_scratch_dirs(artifact_root, run_id, iteration, name, attempt), scratch]:
+            discard_scratch(leftover)  # earlier ones: attempts whose worker was killed
         load_stage_outputs(session, claimed, stage_dir)
         # The placement is stage metadata (served with the stage), not a metric.
         metrics = {key: value for key, value in summary.items() if key != "placement"}
-        points = summary_points(metrics, iteration=claimed.iteration, stage=claimed.name)
+        points = summary_points(metrics, iteration=iteration, stage=name, attempt=attempt)
         if points:
             ingest_metrics(session, claimed.run_id, points)
-        if summary.get("skipped"):
-            done = skip_stage(session, claimed.stage_id, reason=f"skipped: {summary['skipped']}")
-        else:
-            done = complete_stage(
-                session,
-                claimed.stage_id,
-                artifact_path=str(artifact),
-                attempt=claimed.attempt,
-                placement=summary.get("placement"),
-            )
-        if done is None:
-            log.info("stage %d was cancelled or taken over meanwhile; not moving on", claimed.stage_id)
-            return
         following = next_stage(session, claimed.stage_id)
         if following is None:
             finished_sweep = _finished_sweep(session, claimed.run_id)
         else:
             _queue(session, following.id, launcher)
     _launch_sweep(finished_sweep, launcher)
+    return True
+
+
+def _finish(session: Session, claimed: ClaimedStage, summary: dict[str, Any], *, artifact: Path) -> Any:
+    """The fenced status UPDATE that must come first: skipped or succeeded, if still ours."""
+    if summary.get("skipped"):
+        return skip_stage(
+            session, claimed.stage_id, reason=f"skipped: {summary['skipped']}", attempt=claimed.attempt
+        )
+    return complete_stage(
+        session,
+        claimed.stage_id,
+        artifact_path=str(artifact),
+        attempt=claimed.attempt,
+        placement=summary.get("placement"),
+    )
 
 
 def record_failure(

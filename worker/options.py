@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from backend.settings import Settings
+from worker.lease import lease_seconds
 
 
 @dataclass(frozen=True)
@@ -18,9 +19,19 @@ class WorkerOptions:
     reconcile_interval_s: float = 15.0
     kill_grace_s: float = 5.0
 
+    @property
+    def lease_s(self) -> float:
+        """How long a stage child may run after the last accepted heartbeat (see `worker.lease`)."""
+        return lease_seconds(
+            heartbeat_timeout_s=self.heartbeat_timeout_s,
+            heartbeat_interval_s=self.heartbeat_interval_s,
+            kill_grace_s=self.kill_grace_s,
+        )
+
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerOptions:
-        return cls(
+        """The options of `settings`; ValueError when their timings allow two attempts at once."""
+        options = cls(
             heartbeat_interval_s=settings.stage_heartbeat_interval_s,
             heartbeat_timeout_s=settings.stage_heartbeat_timeout_s,
             queued_timeout_s=settings.stage_queued_timeout_s,
@@ -28,3 +39,5 @@ class WorkerOptions:
             reconcile_interval_s=settings.reconcile_interval_s,
             kill_grace_s=settings.stage_kill_grace_s,
         )
+        options.lease_s  # noqa: B018 - validates the timings here, not mid-stage
+        return options

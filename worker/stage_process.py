@@ -24,6 +24,7 @@ worker.stage_runner SPEC`, which re-runs a stage by hand from its spec file).
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
@@ -35,6 +36,10 @@ from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+_PROC = "/proc"
 
 #: Imported once by the forkserver so that stage children start warm. Missing ones are skipped.
 PRELOAD = ["worker.stage_preload"]
@@ -71,13 +76,12 @@ def shut_down() -> None:
 
 @dataclass(frozen=True)
 class StageFiles:
-    """Where one stage's child process writes.
+    """Where one stage attempt's child process writes.
 
     `log` accumulates every attempt (each headed by a line from the supervisor), so that the
-    API can serve the whole story. `events` accumulates too: a retry whose stage body finds its
-    artifact complete emits nothing, and re-forwarding the earlier attempts' events (the store
-    ingests them idempotently) still delivers the metrics a killed supervisor never stored.
-    `result` belongs to the current attempt only.
+    API can serve the whole story. `spec`, `events` and `result` belong to one attempt: a
+    superseded attempt's child that is still finishing can never hand its result or its
+    metrics to the next attempt's supervisor.
     """
 
     log: Path
@@ -87,13 +91,14 @@ class StageFiles:
     pid: Path
 
     @classmethod
-    def under(cls, folder: Path, name: str) -> StageFiles:
-        """The files of the stage called `name` inside `folder`."""
+    def under(cls, folder: Path, name: str, attempt: int | None = None) -> StageFiles:
+        """The files of the stage called `name` inside `folder` (of attempt `attempt`, if given)."""
+        own = name if attempt is None else f"{name}.attempt-{attempt}"
         return cls(
             log=folder / f"{name}.log",
-            spec=folder / f"{name}.spec.json",
-            events=folder / f"{name}.events.jsonl",
-            result=folder / f"{name}.result.json",
+            spec=folder / f"{own}.spec.json",
+            events=folder / f"{own}.events.jsonl",
+            result=folder / f"{own}.result.json",
             pid=folder / f"{name}.pid",
         )
 
@@ -170,21 +175,34 @@ class StageProcess:
         self._process.join(timeout)
         return self._process.exitcode
 
-    def kill_group(self, grace_s: float = 5.0) -> None:
-        """SIGTERM the child's whole process group, then SIGKILL whatever is left after `grace_s`.
+    def kill_group(self, grace_s: float = 5.0, *, reap_timeout_s: float = 60.0) -> bool:
+        """SIGTERM the child's whole process group, SIGKILL whatever is left after `grace_s`.
 
-        Returns once the child has exited and no process of the group remains (or after the
-        SIGKILL, which cannot be ignored).
+        Returns True once the child has exited and no live process of the group remains; zombies
+        count as gone (they hold no memory or GPU, and their reaping is up to whoever inherited
+        them: init may be slow to do it on a busy machine, or never do it in a container).
+        False, with an error logged, if some member outlived `reap_timeout_s` after SIGKILL (a
+        process stuck in uninterruptible sleep, e.g. in a driver call).
         """
         pgid = self.pid
         _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            if self._process.exitcode is not None and not group_alive(pgid):
-                break
-            time.sleep(0.05)
+        if self._wait_gone(pgid, grace_s):
+            return True
         _signal_group(pgid, signal.SIGKILL)
-        self._process.join(grace_s)
+        if self._wait_gone(pgid, reap_timeout_s):
+            return True
+        log.error("stage process group %d still has live members %s after SIGKILL", pgid, group_members(pgid))
+        return False
+
+    def _wait_gone(self, pgid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self._process.exitcode is not None and not group_alive(pgid):
+                self._process.join()
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def outcome(self) -> StageOutcome:
         """Read what the exited child reported; a missing result means it crashed or was killed."""
@@ -202,15 +220,38 @@ class StageProcess:
         return StageOutcome(False, {}, _describe_exit(code, self.files.log), code, crashed=True)
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid`, read from /proc."""
+    members = []
+    for entry in os.scandir(_PROC):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_bytes()
+        except OSError:  # exited while we were looking
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may contain spaces and parentheses.
+        state, _ppid, pgrp = stat[stat.rindex(b")") + 2 :].split()[:3]
+        if int(pgrp) == pgid and state not in (b"Z", b"X"):
+            members.append(int(entry.name))
+    return members
+
+
 def group_alive(pgid: int) -> bool:
-    """Whether any process (zombies excepted once reaped) is still in process group `pgid`."""
+    """Whether any live process remains in process group `pgid` (zombies are not alive).
+
+    `killpg(pgid, 0)` alone would also count zombies: a SIGKILLed grandchild stays one until
+    whoever inherited it reaps it, which on a busy machine can take a while.
+    """
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # pragma: no cover - the group exists but belongs to someone else
         return True
-    return True
+    if not os.path.isdir(_PROC):  # pragma: no cover - no /proc: zombies cannot be told apart
+        return True
+    return bool(group_members(pgid))
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

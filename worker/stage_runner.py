@@ -7,17 +7,19 @@ The child needs no database and no broker, only the spec written by its supervis
     spec = {"entry": "aipo_core.pipeline:run_stage", "stage": "train", "config": {...RunConfig...},
             "artifact_root": "...", "run_id": "...", "iteration": 0,
             "events": ".../train.events.jsonl", "result": ".../train.result.json",
-            "model_cache_dir": "..." (optional), "env": {...} (optional, applied before running),
+            "model_cache_dir": "..." (optional), "scratch_dir": "..." (optional),
+            "env": {...} (optional, applied before running),
             "model_access": {...} (optional, `aipo_core.access.ModelAccess.to_dict()`)}
 
 - events: one JSON object per line, appended and flushed as the stage emits them;
 - result: {"ok": true, "summary": {...}} or {"ok": false, "error": "..."}, written atomically
   just before exiting (status 0 on success, 1 on failure).
 
-The stage body is called as
-`entry(stage, config, artifact_root=Path, run_id=str, iteration=int, sink=callable[, model_cache_dir=Path]
-[, access=ModelAccess])`, which is `aipo_core.pipeline.run_stage`'s signature; `access` is passed
-to entries that take it (stand-in bodies in tests load no model).
+The stage body is called as `entry(stage, config, artifact_root=Path, run_id=str, iteration=int,
+sink=callable[, model_cache_dir=Path][, scratch_dir=Path][, access=ModelAccess])`, which is
+`aipo_core.pipeline.run_stage`'s signature; `access` is passed to entries that take it (stand-in
+bodies in tests load no model). With `scratch_dir` the body leaves its outputs there: the
+supervisor publishes them only while its attempt still holds the stage.
 """
 
 from __future__ import annotations
@@ -109,9 +111,9 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     entry = load_entry(spec.get("entry") or DEFAULT_ENTRY)
     config = RunConfig.model_validate(spec["config"])
     sink = EventFileSink(Path(spec["events"]))
-    extra: dict[str, Any] = {}
-    if spec.get("model_cache_dir"):
-        extra["model_cache_dir"] = Path(spec["model_cache_dir"])
+    extra: dict[str, Any] = {
+        name: Path(spec[name]) for name in ("model_cache_dir", "scratch_dir") if spec.get(name)
+    }
     if spec.get("model_access") is not None and "access" in inspect.signature(entry).parameters:
         extra["access"] = ModelAccess.from_dict(spec["model_access"])
     try:

@@ -1,9 +1,12 @@
 """Metric points: idempotent bulk ingest and downsampled history.
 
-The unique key (run, key, iteration, step, stage) makes ingest idempotent: a retried batch hits
-ON CONFLICT DO NOTHING, so every point is stored exactly once and the first write wins. History
-is downsampled in SQL (bucket means over step ranges, per iteration) so a million-point series
-never leaves the database in full.
+The unique key (run, key, iteration, step, stage, attempt) makes ingest idempotent: a retried
+batch hits ON CONFLICT DO NOTHING, so every point is stored exactly once. `attempt` is the stage
+attempt that logged a worker's point (0 for points sent to the API, whose pipeline stage names
+are reserved for workers): a retried stage logs a new curve beside the old one instead of
+into it, and history shows each (key, iteration, stage)'s latest attempt unless asked for
+another. History is downsampled in SQL (bucket means over step ranges, per iteration) so a
+million-point series never leaves the database in full.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, or_, select, text, tuple_
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -24,7 +27,7 @@ from backend.store.models import Metric, utcnow
 
 # Rows per INSERT statement group; SQLAlchemy splits further into multi-VALUES pages.
 INGEST_CHUNK = 10_000
-CONFLICT_KEY = ["run_id", "key", "iteration", "step", "stage"]
+CONFLICT_KEY = ["run_id", "key", "iteration", "step", "stage", "attempt"]
 # History queries are a UNION ALL of branches, each over one key and up to this many iterations
 # (a CASE picks the iteration's bucket parameters per row, so more arms cost more per row) …
 ITERATIONS_PER_BRANCH = 16
@@ -56,11 +59,11 @@ def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str
 # PostgreSQL: one INSERT … SELECT FROM unnest(arrays) per chunk is several times faster than a
 # multi-row VALUES list, and its rowcount is exactly the number of new rows.
 _PG_INGEST = text(
-    "INSERT INTO metrics (run_id, iteration, stage, key, step, value, time) "
+    "INSERT INTO metrics (run_id, iteration, stage, attempt, key, step, value, time) "
     "SELECT :run_id, * FROM unnest(CAST(:iteration AS integer[]), CAST(:stage AS varchar[]), "
-    "CAST(:key AS varchar[]), CAST(:step AS bigint[]), CAST(:value AS double precision[]), "
-    "CAST(:time AS timestamptz[])) "
-    "ON CONFLICT (run_id, key, iteration, step, stage) DO NOTHING"
+    "CAST(:attempt AS integer[]), CAST(:key AS varchar[]), CAST(:step AS bigint[]), "
+    "CAST(:value AS double precision[]), CAST(:time AS timestamptz[])) "
+    f"ON CONFLICT ({', '.join(CONFLICT_KEY)}) DO NOTHING"
 )
 _SQLITE_INGEST = (
     sqlite.insert(Metric.__table__)
@@ -74,7 +77,7 @@ def _insert_chunk(session: Session, run_id: int, chunk: list[dict[str, Any]]) ->
     if dialect == "postgresql":
         columns = {
             name: [row[name] for row in chunk]
-            for name in ("iteration", "stage", "key", "step", "value", "time")
+            for name in ("iteration", "stage", "attempt", "key", "step", "value", "time")
         }
         return int(session.execute(_PG_INGEST, {"run_id": run_id, **columns}).rowcount)
     if dialect == "sqlite":
@@ -87,8 +90,9 @@ def ingest_metrics(session: Session, run_id: int, points: Iterable[dict[str, Any
     """Insert points, skipping those already stored; returns how many were new (flushes only).
 
     point: {"key": str, "step": int, "value": float | None, "iteration": int = 0, "stage": str = "",
-    "time": datetime | None}. Non-finite values are stored as NULL. Rows are inserted in key order
-    so concurrent overlapping batches take their row locks in the same order (no deadlocks).
+    "attempt": int = 0, "time": datetime | None}. Non-finite values are stored as NULL. Rows are
+    inserted in key order so concurrent overlapping batches take their row locks in the same
+    order (no deadlocks).
     """
     now: datetime = utcnow()
     rows = sorted(
@@ -96,6 +100,7 @@ def ingest_metrics(session: Session, run_id: int, points: Iterable[dict[str, Any
             {
                 "iteration": int(p.get("iteration") or 0),
                 "stage": p.get("stage") or "",
+                "attempt": int(p.get("attempt") or 0),
                 "key": p["key"],
                 "step": int(p["step"]),
                 "value": _finite(p.get("value")),
@@ -103,7 +108,7 @@ def ingest_metrics(session: Session, run_id: int, points: Iterable[dict[str, Any
             }
             for p in points
         ),
-        key=lambda r: (r["key"], r["iteration"], r["step"], r["stage"]),
+        key=lambda r: (r["key"], r["iteration"], r["step"], r["stage"], r["attempt"]),
     )
     return sum(_insert_chunk(session, run_id, chunk) for chunk in _chunks(rows, INGEST_CHUNK))
 
@@ -116,42 +121,153 @@ def metric_histories(
     points: int = 500,
     iteration: int | None = None,
     stage: str | None = None,
+    attempt: int | None = None,
 ) -> dict[str, tuple[int, list[dict[str, Any]]]]:
-    """{key: (points stored, history)} for `keys` (None = every key of the run).
+    """{key: (points selected, history)} for `keys` (None = every key of the run).
 
-    A series of at most `points` rows comes back as is, in (iteration, step, stage) order. A longer
-    one is bucketed by step range within each iteration, so buckets never straddle an iteration
-    (each iteration's curve starts at its own first step). Iteration i gets its share of `points`
-    by row count (largest remainders, at least one bucket), cut into equal step ranges; rows with
-    the same step (e.g. from two stages) share a bucket. A history therefore has at most
-    `points + iterations - 1` entries, each the bucket's mean with min/max/count at the bucket's
-    first step.
+    Of each (key, iteration, stage), only the latest attempt's points are selected, or only
+    `attempt`'s when given. A selection of at most `points` rows comes back as is, in (iteration,
+    step, stage) order. A longer one is bucketed by step range within each iteration, so buckets
+    never straddle an iteration (each iteration's curve starts at its own first step). Iteration
+    i gets its share of `points` by row count (largest remainders, at least one bucket), cut into
+    equal step ranges; rows with the same step (e.g. from two stages) share a bucket. A history
+    therefore has at most `points + iterations - 1` entries, each the bucket's mean with
+    min/max/count at the bucket's first step.
 
     Why step ranges rather than equal-count buckets: numbering the rows needs a window function
     over the whole key, 4-5× slower on SQLite than the two passes here: a per-(key, iteration)
-    count/min/max (index-only), then per key one GROUP BY over its range of the unique index on an
-    integer bucket id computed from the iteration and step alone.
+    count/min/max (index-only, see `_parts`), then per key one GROUP BY over its range of the
+    unique index on an integer bucket id computed from the iteration and step alone.
     """
     scope = [Metric.run_id == run_id]
     if iteration is not None:
         scope.append(Metric.iteration == iteration)
     if stage is not None:
         scope.append(Metric.stage == stage)
-    spans = _spans(session, scope, keys)
+    if attempt is not None:
+        scope.append(Metric.attempt == attempt)
+    parts = _parts(session, scope, keys)
+    latest = _latest_attempts(parts)
+    shown = set(latest)
+    chosen = _Selection(latest, superseded={part.key for part in parts if part not in shown})
+    spans = _spans(latest)
     totals: dict[str, int] = {}
     for span in spans:
         totals[span.key] = totals.get(span.key, 0) + span.count
     result: dict[str, tuple[int, list[dict[str, Any]]]] = {key: (n, []) for key, n in totals.items()}
     short = [key for key, n in totals.items() if n <= points]
     if short:
-        for key, entry in _raw_entries(session, scope, short):
+        for key, entry in _raw_entries(session, scope, short, chosen):
             result[key][1].append(entry)
     branches = _branches(_bucket_plan([span for span in spans if totals[span.key] > points], points))
     for start in range(0, len(branches), BRANCHES_PER_QUERY):
         chunk = branches[start : start + BRANCHES_PER_QUERY]
-        for key, entry in _bucketed_entries(session, run_id, stage, chunk):
+        for key, entry in _bucketed_entries(session, run_id, stage, attempt, chunk, chosen):
             result[key][1].append(entry)
     return result
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Rows of one (key, iteration, stage, attempt): how many, first and last step. `stage` None:
+    every stage of the (key, iteration), whose rows all carry the one `attempt`."""
+
+    key: str
+    iteration: int
+    stage: str | None
+    attempt: int
+    count: int
+    first_step: int
+    last_step: int
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The parts a history shows; keys in `superseded` also have rows of older attempts to skip."""
+
+    parts: list[_Part]
+    superseded: set[str]
+
+    def allowed(
+        self, key: str, iterations: Iterable[int] | None = None
+    ) -> tuple[list[int], list[tuple[int, str, int]]]:
+        """`key`'s selected rows (in `iterations`): whole iterations, exact (iteration, stage, attempt)s."""
+        wanted = None if iterations is None else set(iterations)
+        whole: list[int] = []
+        exact: list[tuple[int, str, int]] = []
+        for p in self.parts:
+            if p.key != key or (wanted is not None and p.iteration not in wanted):
+                continue
+            if p.stage is None:
+                whole.append(p.iteration)
+            else:
+                exact.append((p.iteration, p.stage, p.attempt))
+        return whole, exact
+
+
+def _parts(session: Session, scope: list[Any], keys: Sequence[str] | None) -> list[_Part]:
+    """Count and step range of each (key, iteration), from one pass over the unique index as
+    before attempts existed; only a (key, iteration) whose rows carry more than one attempt (a
+    retried stage, or stages at different attempts) is counted again per (stage, attempt)."""
+    conditions = list(scope) if keys is None else [*scope, Metric.key.in_(list(keys))]
+    rows = session.execute(
+        select(
+            Metric.key,
+            Metric.iteration,
+            func.count(),
+            func.min(Metric.step),
+            func.max(Metric.step),
+            func.min(Metric.attempt),
+            func.max(Metric.attempt),
+        )
+        .where(*conditions)
+        .group_by(Metric.key, Metric.iteration)
+    ).all()
+    parts: list[_Part] = []
+    mixed: list[tuple[str, int]] = []
+    for key, iteration, count, first, last, lowest, highest in rows:
+        if lowest == highest:
+            parts.append(_Part(key, iteration, None, lowest, count, first, last))
+        else:
+            mixed.append((key, iteration))
+    if mixed:
+        group = (Metric.key, Metric.iteration, Metric.stage, Metric.attempt)
+        detail = session.execute(
+            select(*group, func.count(), func.min(Metric.step), func.max(Metric.step))
+            .where(*scope, tuple_(Metric.key, Metric.iteration).in_(mixed))
+            .group_by(*group)
+        ).all()
+        parts.extend(_Part(*row) for row in detail)
+    return parts
+
+
+def _latest_attempts(parts: Sequence[_Part]) -> list[_Part]:
+    """Of each (key, iteration, stage), the part of its highest attempt."""
+    latest: dict[tuple[str, int, str | None], _Part] = {}
+    for part in parts:
+        seen = latest.get((part.key, part.iteration, part.stage))
+        if seen is None or part.attempt > seen.attempt:
+            latest[(part.key, part.iteration, part.stage)] = part
+    return list(latest.values())
+
+
+def _spans(parts: Sequence[_Part]) -> list[_Span]:
+    """The selected parts merged per (key, iteration), in that order."""
+    merged: dict[tuple[str, int], _Span] = {}
+    for part in parts:
+        seen = merged.get((part.key, part.iteration))
+        merged[(part.key, part.iteration)] = (
+            _Span(part.key, part.iteration, part.count, part.first_step, part.last_step)
+            if seen is None
+            else _Span(
+                part.key,
+                part.iteration,
+                seen.count + part.count,
+                min(seen.first_step, part.first_step),
+                max(seen.last_step, part.last_step),
+            )
+        )
+    return [merged[k] for k in sorted(merged)]
 
 
 @dataclass(frozen=True)
@@ -179,18 +295,6 @@ class _Buckets:
     first_step: int
     mul: int
     div: int
-
-
-def _spans(session: Session, scope: list[Any], keys: Sequence[str] | None) -> list[_Span]:
-    """Count and step range of each (key, iteration), in that order: an index-only scan."""
-    conditions = list(scope) if keys is None else [*scope, Metric.key.in_(list(keys))]
-    rows = session.execute(
-        select(Metric.key, Metric.iteration, func.count(), func.min(Metric.step), func.max(Metric.step))
-        .where(*conditions)
-        .group_by(Metric.key, Metric.iteration)
-        .order_by(Metric.key, Metric.iteration)
-    ).all()
-    return [_Span(*row) for row in rows]
 
 
 def _apportion(counts: Sequence[int], points: int) -> list[int]:
@@ -239,16 +343,27 @@ def _step_scale(width: int, buckets: int) -> tuple[int, int]:
 
 
 def _raw_entries(
-    session: Session, scope: list[Any], keys: Sequence[str]
+    session: Session, scope: list[Any], keys: Sequence[str], chosen: _Selection
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every row of `keys` as its own entry (count 1), in (key, iteration, step, stage) order."""
+    """Every selected row of `keys` as its own entry (count 1), in (key, iteration, step, stage) order."""
+    conditions = [*scope, Metric.key.in_(list(keys))]
+    superseded = [key for key in keys if key in chosen.superseded]
+    if superseded:
+        latest_only = []
+        for key in superseded:
+            whole, exact = chosen.allowed(key)
+            options = [Metric.iteration.in_(whole)] if whole else []
+            if exact:
+                options.append(tuple_(Metric.iteration, Metric.stage, Metric.attempt).in_(exact))
+            latest_only.append(and_(Metric.key == key, or_(*options)))
+        conditions.append(or_(Metric.key.not_in(superseded), *latest_only))
     rows = session.execute(
-        select(Metric.key, Metric.iteration, Metric.stage, Metric.step, Metric.value)
-        .where(*scope, Metric.key.in_(list(keys)))
+        select(Metric.key, Metric.iteration, Metric.stage, Metric.attempt, Metric.step, Metric.value)
+        .where(*conditions)
         .order_by(Metric.key, Metric.iteration, Metric.step, Metric.stage)
     )
-    for key, it, st, step, value in rows:
-        yield key, _entry(it, st, step, value, value, value, 1)
+    for key, it, st, att, step, value in rows:
+        yield key, _entry(it, st, att, step, value, value, value, 1)
 
 
 def _branches(plan: Sequence[_Buckets]) -> list[list[_Buckets]]:
@@ -264,7 +379,12 @@ def _branches(plan: Sequence[_Buckets]) -> list[list[_Buckets]]:
 
 
 def _bucketed_entries(
-    session: Session, run_id: int, stage: str | None, branches: Sequence[list[_Buckets]]
+    session: Session,
+    run_id: int,
+    stage: str | None,
+    attempt: int | None,
+    branches: Sequence[list[_Buckets]],
+    chosen: _Selection,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Bucket aggregates of the (key, iteration)s in `branches`, in (key, iteration, step) order.
 
@@ -274,8 +394,13 @@ def _bucketed_entries(
     faster on PostgreSQL at 15 iterations). Why plain SQL text: building these as SQLAlchemy
     expressions cost ~1 ms per branch in Python, more than the database took; and a VALUES table
     joined on (key, iteration) instead makes SQLite read the parameters once per row (~30% slower).
+    A key with points of older attempts also gets a row-value IN over its selected (iteration,
+    stage, attempt)s; keys never retried (nearly all) are read exactly as before.
     """
-    stage_filter = "" if stage is None else " AND stage = :stage"
+    filters = "" if stage is None else " AND stage = :stage"
+    if attempt is not None:
+        filters += " AND attempt = :attempt"
+    params: dict[str, Any] = {"run_id": run_id}
     selects = []
     for i, branch in enumerate(branches):
         if len(branch) == 1:
@@ -284,20 +409,35 @@ def _bucketed_entries(
             arms = " ".join(f"WHEN {b.iteration:d} THEN {_bucket_sql(b)}" for b in branch)
             bucket = f"CASE iteration {arms} END"
         iterations = ", ".join(f"{b.iteration:d}" for b in branch)
+        key = branch[0].key
+        params[f"key_{i}"] = key
+        latest_only = ""
+        if key in chosen.superseded:
+            whole, exact = chosen.allowed(key, (b.iteration for b in branch))
+            options = [f"iteration IN ({', '.join(f'{it:d}' for it in whole)})"] if whole else []
+            if exact:
+                for j, (_, part_stage, _) in enumerate(exact):
+                    params[f"stage_{i}_{j}"] = part_stage
+                listed = ", ".join(
+                    f"({it:d}, :stage_{i}_{j}, {att:d})" for j, (it, _, att) in enumerate(exact)
+                )
+                options.append(f"(iteration, stage, attempt) IN ({listed})")
+            latest_only = f" AND ({' OR '.join(options)})"
         selects.append(
-            f"SELECT {bucket} AS bucket, min(stage), min(step), avg(value), min(value), max(value), "
-            f"count(*) FROM metrics WHERE run_id = :run_id AND key = :key_{i} "
-            f"AND iteration IN ({iterations}){stage_filter} GROUP BY 1"
+            f"SELECT {bucket} AS bucket, min(stage), max(attempt), min(step), avg(value), min(value), "
+            f"max(value), count(*) FROM metrics WHERE run_id = :run_id AND key = :key_{i} "
+            f"AND iteration IN ({iterations}){filters}{latest_only} GROUP BY 1"
         )
-    params: dict[str, Any] = {"run_id": run_id, **{f"key_{i}": b[0].key for i, b in enumerate(branches)}}
     if stage is not None:
         params["stage"] = stage
+    if attempt is not None:
+        params["attempt"] = attempt
     rows = sorted(session.execute(text(" UNION ALL ".join(selects)), params).all(), key=lambda row: row[0])
     plan = [buckets for branch in branches for buckets in branch]
     bases = [buckets.base for buckets in plan]
-    for bucket_id, st, step, mean, lo, hi, count in rows:
+    for bucket_id, st, att, step, mean, lo, hi, count in rows:
         owner = plan[bisect_right(bases, bucket_id) - 1]
-        yield owner.key, _entry(owner.iteration, st, step, _float(mean), lo, hi, count)
+        yield owner.key, _entry(owner.iteration, st, att, step, _float(mean), lo, hi, count)
 
 
 def _bucket_sql(buckets: _Buckets) -> str:
@@ -305,11 +445,19 @@ def _bucket_sql(buckets: _Buckets) -> str:
 
 
 def _entry(
-    iteration: int, stage: str, step: int, value: float | None, lo: float | None, hi: float | None, count: int
+    iteration: int,
+    stage: str,
+    attempt: int,
+    step: int,
+    value: float | None,
+    lo: float | None,
+    hi: float | None,
+    count: int,
 ) -> dict[str, Any]:
     return {
         "iteration": iteration,
         "stage": stage,
+        "attempt": attempt,
         "step": step,
         "value": value,
         "min": lo,
@@ -330,9 +478,12 @@ def metric_history(
     points: int = 500,
     iteration: int | None = None,
     stage: str | None = None,
+    attempt: int | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(points stored, downsampled history) of one key; see `metric_histories`."""
-    found = metric_histories(session, run_id, [key], points=points, iteration=iteration, stage=stage)
+    """(points selected, downsampled history) of one key; see `metric_histories`."""
+    found = metric_histories(
+        session, run_id, [key], points=points, iteration=iteration, stage=stage, attempt=attempt
+    )
     return found.get(key, (0, []))
 
 
@@ -348,11 +499,11 @@ def metric_keys(session: Session, run_id: int) -> list[tuple[str, int]]:
 
 
 def eval_metrics_by_iteration(session: Session, run_id: int) -> dict[int, dict[str, float | None]]:
-    """{iteration: {key: value}} of the evaluate stage's metrics (the latest step of each key)."""
+    """{iteration: {key: value}} of the evaluate stage's metrics (latest attempt, latest step)."""
     rows = session.execute(
         select(Metric.iteration, Metric.key, Metric.value)
         .where(Metric.run_id == run_id, Metric.stage == "evaluate")
-        .order_by(Metric.iteration, Metric.key, Metric.step)
+        .order_by(Metric.iteration, Metric.key, Metric.attempt, Metric.step)
     ).all()
     result: dict[int, dict[str, float | None]] = {}
     for iteration, key, value in rows:

@@ -220,14 +220,17 @@ class Worker(Base):
 class Metric(Base):
     __tablename__ = "metrics"
     __table_args__ = (
-        # The idempotency key, ordered so that one key's history is a contiguous index range.
-        UniqueConstraint("run_id", "key", "iteration", "step", "stage"),
+        # The idempotency key, ordered so that one key's history is a contiguous index range
+        # (`attempt` last: the index serves history queries exactly as before attempts existed).
+        UniqueConstraint("run_id", "key", "iteration", "step", "stage", "attempt"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     iteration: Mapped[int] = mapped_column(Integer, default=0)
     stage: Mapped[str] = mapped_column(String(32), default="")
+    # The stage attempt that logged the point (a worker's); 0 for points sent to the API.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     key: Mapped[str] = mapped_column(String(200))
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float)

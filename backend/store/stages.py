@@ -202,12 +202,16 @@ def complete_stage(
     return stage
 
 
-def skip_stage(session: Session, stage_id: int, *, reason: str) -> Stage | None:
-    """pending/queued/running → skipped (counts as done; e.g. sampling when initial_pairs is set)."""
+def skip_stage(session: Session, stage_id: int, *, reason: str, attempt: int | None = None) -> Stage | None:
+    """pending/queued/running → skipped (counts as done; e.g. sampling when initial_pairs is set).
+
+    With `attempt`, only while that attempt still holds the running stage (as `complete_stage`).
+    """
     now = utcnow()
+    statuses = ("running",) if attempt is not None else ("pending", "queued", "running")
     skipped = (
         update(Stage)
-        .where(Stage.id == stage_id, Stage.status.in_(("pending", "queued", "running")))
+        .where(*_fenced(stage_id, attempt), Stage.status.in_(statuses))
         .values(status="skipped", message=reason, progress=1.0, finished_at=now)
     )
     if execute_update(session, skipped) != 1:
@@ -217,14 +221,20 @@ def skip_stage(session: Session, stage_id: int, *, reason: str) -> Stage | None:
     return stage
 
 
-def fail_stage(session: Session, stage_id: int, error: str, *, attempt: int | None = None) -> Stage | None:
+def fail_stage(
+    session: Session,
+    stage_id: int,
+    error: str,
+    *,
+    attempt: int | None = None,
+    only_if: ColumnElement[bool] | None = None,
+) -> Stage | None:
     """running/queued/pending → failed with `error`; the run fails with the same error."""
     now = utcnow()
-    failed = (
-        update(Stage)
-        .where(*_fenced(stage_id, attempt), Stage.status.in_(("pending", "queued", "running")))
-        .values(status="failed", error=error, finished_at=now)
-    )
+    guards = [*_fenced(stage_id, attempt), Stage.status.in_(("pending", "queued", "running"))]
+    if only_if is not None:
+        guards.append(only_if)
+    failed = update(Stage).where(*guards).values(status="failed", error=error, finished_at=now)
     if execute_update(session, failed) != 1:
         return None
     stage = _refresh(session, stage_id)
@@ -292,11 +302,8 @@ def retry_stage(
     return _queue_if(session, stage_id, guard, launcher, error=error, pid=None)
 
 
-def stale_stages(
-    session: Session, *, heartbeat_timeout_s: float, queued_timeout_s: float | None = None
-) -> list[Stage]:
-    """Stages of active runs that need the reconciler: running with an old (or no) heartbeat,
-    and, when `queued_timeout_s` is given, queued but unclaimed for that long."""
+def _stale(*, heartbeat_timeout_s: float, queued_timeout_s: float | None = None) -> ColumnElement[bool]:
+    """Running with an old (or no) heartbeat; or, with `queued_timeout_s`, queued unclaimed that long."""
     now = utcnow()
     conditions = [
         and_(
@@ -311,5 +318,51 @@ def stale_stages(
         conditions.append(
             and_(Stage.status == "queued", Stage.queued_at < now - timedelta(seconds=queued_timeout_s))
         )
-    query = select(Stage).where(or_(*conditions), _run_is_active()).order_by(Stage.id)
+    return or_(*conditions)
+
+
+def stale_stages(
+    session: Session, *, heartbeat_timeout_s: float, queued_timeout_s: float | None = None
+) -> list[Stage]:
+    """Stages of active runs that need the reconciler: running with an old (or no) heartbeat,
+    and, when `queued_timeout_s` is given, queued but unclaimed for that long."""
+    stale = _stale(heartbeat_timeout_s=heartbeat_timeout_s, queued_timeout_s=queued_timeout_s)
+    query = select(Stage).where(stale, _run_is_active()).order_by(Stage.id)
     return list(session.scalars(query).all())
+
+
+def requeue_stale_stage(
+    session: Session,
+    stage_id: int,
+    launcher: Launcher,
+    *,
+    attempt: int,
+    heartbeat_timeout_s: float,
+    queued_timeout_s: float | None = None,
+) -> Stage | None:
+    """`requeue_stage` for the reconciler: only if the stage is STILL stale and still at `attempt`.
+
+    The reconciler decides from a snapshot (`stale_stages`); by the time it acts, a worker may
+    have claimed the stage (attempt moved on, heartbeat fresh) or the late worker may have beaten
+    again. Requeueing then would take the stage from a healthy attempt and get its child killed,
+    so the guard re-checks both inside the locking SELECT (PostgreSQL re-evaluates it on the
+    newest row version after waiting for a concurrent claim's lock). COMMITS, then enqueues.
+    """
+    guard = and_(
+        Stage.attempt == attempt,
+        _stale(heartbeat_timeout_s=heartbeat_timeout_s, queued_timeout_s=queued_timeout_s),
+    )
+    return _queue_if(session, stage_id, guard, launcher, pid=None)
+
+
+def fail_stale_stage(
+    session: Session, stage_id: int, error: str, *, attempt: int, heartbeat_timeout_s: float
+) -> Stage | None:
+    """`fail_stage` for the reconciler: only a stage still running at `attempt` with an expired heartbeat."""
+    return fail_stage(
+        session,
+        stage_id,
+        error,
+        attempt=attempt,
+        only_if=_stale(heartbeat_timeout_s=heartbeat_timeout_s),
+    )

@@ -88,3 +88,42 @@ def test_trigram_indexes_exist_only_on_postgresql(empty_db: str) -> None:
         engine.dispose()
     assert ("ix_pairs_prompt_text_trgm" in names) is expected
     downgrade(empty_db, "base")
+
+
+def test_metric_attempts_migration_keeps_points_and_downgrades_to_the_latest_attempt(empty_db: str) -> None:
+    """0003: existing points become attempt 0; going back keeps one point per old key, the newest."""
+    upgrade(empty_db, "0001")
+    engine = create_db_engine(empty_db)
+    insert = (
+        "INSERT INTO metrics (run_id, iteration, stage, key, step, value, time) "
+        "VALUES (1, 0, 'train', 'loss', :s, :v, :t)"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO runs (id, name, objective, status, config, created_at, updated_at) "
+                    "VALUES (1, 'r', 'aipo', 'running', '{}', :t, :t)"
+                ),
+                {"t": "2026-01-01 00:00:00"},
+            )
+            for step in (1, 2):
+                connection.execute(text(insert), {"s": step, "v": float(step), "t": "2026-01-01 00:00:00"})
+        upgrade(empty_db, "0003")
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT step, attempt FROM metrics ORDER BY step")).all()
+            assert [tuple(r) for r in rows] == [(1, 0), (2, 0)]
+            connection.execute(
+                text(
+                    "INSERT INTO metrics (run_id, iteration, stage, attempt, key, step, value, time) "
+                    "VALUES (1, 0, 'train', 2, 'loss', 1, 10.0, :t)"
+                ),
+                {"t": "2026-01-01 00:00:00"},
+            )
+        downgrade(empty_db, "0001")
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT step, value FROM metrics ORDER BY step")).all()
+        assert [tuple(r) for r in rows] == [(1, 10.0), (2, 2.0)]
+    finally:
+        engine.dispose()
+        downgrade(empty_db, "base")

@@ -181,6 +181,7 @@ def _train_metrics(iteration: int, steps: int = 10) -> dict[str, list[dict[str, 
                 {
                     "iteration": iteration,
                     "stage": "train",
+                    "attempt": 1,
                     "step": step,
                     "value": value,
                     "min": value,

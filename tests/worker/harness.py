@@ -1,8 +1,10 @@
 """Real deployments for the reliability tests: databases, brokers, the stack, HTTP helpers.
 
 Every test gets its own AIPO_HOME and its own database (a fresh PostgreSQL database, or SQLite
-under AIPO_HOME); services tests use Redis database REDIS_DB, flushed before and after. All
-processes are started in their own sessions and killed in teardown.
+under AIPO_HOME); services tests use Redis database REDIS_DB (env AIPO_TEST_REDIS_DB, default 13)
+of the shared server, flushed before and after. A test that restarts Redis starts a private
+`redis-server` of its own on a free port and restarts that one: the shared servers are never
+stopped. All processes are started in their own sessions and killed in teardown.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,19 +32,16 @@ from backend.settings import get_settings
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_PORT = 6379
-REDIS_DB = 13  # ours alone: other suites use Redis on this machine too
-REDIS_START = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(REDIS_PORT),
-    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
-]  # fmt: skip
+REDIS_DB = int(os.environ.get("AIPO_TEST_REDIS_DB", "13"))  # ours alone: other suites use Redis too
 
-#: Fast supervision so that a dead worker is noticed in seconds, not minutes.
+#: Fast supervision so that a dead worker is noticed in seconds, not minutes. The lease (see
+#: worker.lease) is 8 - 1 - 2 × 0.5 = 6 s: a loaded machine's slow heartbeats must not stop stages.
 FAST_TIMINGS = {
     "AIPO_STAGE_HEARTBEAT_INTERVAL_S": "0.5",
-    "AIPO_STAGE_HEARTBEAT_TIMEOUT_S": "4",
+    "AIPO_STAGE_HEARTBEAT_TIMEOUT_S": "8",
     "AIPO_STAGE_QUEUED_TIMEOUT_S": "5",
     "AIPO_RECONCILE_INTERVAL_S": "1",
-    "AIPO_STAGE_KILL_GRACE_S": "2",
+    "AIPO_STAGE_KILL_GRACE_S": "1",
 }
 
 #: A run that takes seconds per stage on two CPU cores.
@@ -124,40 +124,75 @@ def redis_database() -> Iterator[str]:
             pass
 
 
-def restart_redis(down_s: float = 2.0) -> None:
-    """Shut Redis down (dropping every queued message) and start it again after `down_s`."""
-    before = _redis_run_id()
-    try:
-        subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=False, timeout=10)
+class PrivateRedis:
+    """A `redis-server` of this test's own (same binary, no persistence) on a free port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log"),
+        ]  # fmt: skip
+        try:
+            self.process = subprocess.Popen(command, start_new_session=True)
+        except FileNotFoundError as exc:
+            skip_or_fail(f"redis-server not installed: {exc}")
+        deadline = time.monotonic() + 15
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"private redis-server did not start; see {self.folder / 'redis.log'}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Shut down without saving: every queued message is lost, as in a crash."""
+        if self.process is None:
+            return
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], check=False, timeout=10)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self, down_s: float = 2.0) -> None:
+        before = self._run_id()
+        self.stop()
         time.sleep(down_s)
+        self.start()
+        assert self._run_id() != before, "Redis did not restart"
+
+    def _run_id(self) -> str:
+        import redis
+
+        return str(redis.Redis(port=self.port, socket_connect_timeout=3).info("server")["run_id"])
+
+    def _answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder)
+    server.start()
+    try:
+        yield server
     finally:
-        ensure_redis_running()
-    assert _redis_run_id() != before, "Redis did not restart"
-
-
-def _redis_run_id() -> str:
-    import redis
-
-    return str(redis.Redis(port=REDIS_PORT, socket_connect_timeout=3).info("server")["run_id"])
-
-
-def ensure_redis_running() -> None:
-    """Start Redis if it does not answer (always called after a deliberate shutdown)."""
-    if _redis_answers():
-        return
-    subprocess.run(REDIS_START, check=True, timeout=10)
-    deadline = time.monotonic() + 10
-    while not _redis_answers():
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not come back")
-        time.sleep(0.1)
-
-
-def _redis_answers() -> bool:
-    result = subprocess.run(
-        ["redis-cli", "-p", str(REDIS_PORT), "ping"], capture_output=True, text=True, check=False, timeout=10
-    )
-    return result.stdout.strip() == "PONG"
+        server.stop()
 
 
 @dataclass
@@ -176,9 +211,11 @@ class Deployment:
             timeout=30.0,
         )
 
-    def start_worker(self, name: str) -> Any:
-        """Another real worker process (e.g. after killing the first)."""
-        service = spawn(name, worker_command(name=name), logs=self.stack.home / "logs", env=self.env)
+    def start_worker(self, name: str, **env: str) -> Any:
+        """Another real worker process (e.g. after killing the first), `env` overriding variables."""
+        service = spawn(
+            name, worker_command(name=name), logs=self.stack.home / "logs", env={**self.env, **env}
+        )
         self.stack.services.append(service)
         return service
 
@@ -248,6 +285,22 @@ def wait_for_status(
         return run if run["status"] in statuses else None
 
     return wait_until(reached, timeout_s=timeout_s, what=f"run {run_id} to be {'/'.join(statuses)}", dep=dep)
+
+
+class DeathWatch(threading.Thread):
+    """Records (wall clock) when the last live process of a process group is gone."""
+
+    def __init__(self, pgid: int) -> None:
+        super().__init__(daemon=True)
+        self.pgid = pgid
+        self.died_at: float | None = None
+
+    def run(self) -> None:
+        from worker.stage_process import group_alive
+
+        while group_alive(self.pgid):
+            time.sleep(0.01)
+        self.died_at = time.time()
 
 
 def kill_group(pgid: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ def quick(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Emits three metrics and a progress event, prints to both streams, returns a summary."""
     assert sink is not None
@@ -32,7 +34,7 @@ def quick(
         sink({"kind": "metric", "step": step, "values": {"loss": 1.0 / (step + 1)}})
     sink({"kind": "progress", "fraction": 1.0, "message": "done"})
     print(f"stdout line from {stage}")
-    print(f"stderr line from {stage}", file=__import__("sys").stderr)
+    print(f"stderr line from {stage}", file=sys.stderr)
     return {"stage": stage, "run_id": run_id, "iteration": iteration, "model": config.model}
 
 
@@ -45,6 +47,7 @@ def sleepy(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Starts a grandchild and never finishes on its own: something to cancel or orphan."""
     grandchild = subprocess.Popen(["sleep", "600"])
@@ -66,6 +69,7 @@ def failing(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Raises: the error message must reach the supervisor."""
     raise ValueError("the judge refused to judge")
@@ -80,6 +84,7 @@ def crashing(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Dies abruptly (like an OOM kill): no result file, only the log."""
     print("about to crash", flush=True)
@@ -113,13 +118,15 @@ def artifacts(
     iteration: int,
     sink: Callable[[dict], None] | None = None,
     model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Writes each stage's artifact in the pipeline's layout (pairs after rank, eval samples and
-    pair diagnostics after evaluate), so the worker's loading into the store runs on real files."""
-    from aipo_core.artifacts import iteration_dir, write_jsonl_atomic
+    pair diagnostics after evaluate) into its scratch folder, so the worker's publishing and
+    loading into the store run on real files."""
+    from aipo_core.artifacts import write_jsonl_atomic
 
-    folder = iteration_dir(artifact_root, run_id, iteration)
-    assert sink is not None
+    assert sink is not None and scratch_dir is not None
+    folder = scratch_dir
     sink({"kind": "metric", "step": 1, "values": {f"{stage}/loss": 0.5, "text": "ignored"}})
     if stage == "rank":
         write_jsonl_atomic(folder / "pairs.jsonl", [_pair(i) for i in range(3)])
@@ -133,3 +140,67 @@ def artifacts(
             )
         return {"alpaca_eval": {"win_rate": 50.0, "n": 2}, "note": "text is not a metric"}
     return {"count": 3, "model_cache_dir": str(model_cache_dir)}
+
+
+def crash_once_while_training(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+) -> dict[str, Any]:
+    """First attempt: logs a loss of 1.0 for steps 1-4, then dies (OOM-like). Later attempts: a
+    loss of 2.0 for steps 1-2, and finish."""
+    assert sink is not None
+    crashed_before = Path(artifact_root) / "crashed-once"
+    steps, loss = (range(1, 3), 2.0) if crashed_before.exists() else (range(1, 5), 1.0)
+    for step in steps:
+        sink({"kind": "metric", "step": step, "values": {"loss": loss}})
+    if not crashed_before.exists():
+        crashed_before.touch()
+        sys.stdout.flush()
+        os._exit(9)
+    return {"steps": len(steps)}
+
+
+def exclusive(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Holds an exclusive lock on `artifact_root/exclusive.lock` for as long as its process lives
+    (the kernel drops it at death, SIGKILL included). An attempt that starts while another is
+    still alive cannot take it, and records the overlap in `artifact_root/overlaps`. Logs its
+    start in `attempts.log`, runs until `artifact_root/release` exists, then writes
+    `output.json` into its scratch folder."""
+    import fcntl
+    import json
+
+    root = Path(artifact_root)
+    lock = open(root / "exclusive.lock", "a")  # noqa: SIM115 - held until the process ends
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        with open(root / "overlaps", "a") as fh:
+            fh.write(f"{os.getpid()} {time.time()}\n")
+        raise RuntimeError("another attempt of this stage is still running") from None
+    with open(root / "attempts.log", "a") as fh:
+        fh.write(f"{os.getpid()} {time.time()}\n")
+    assert sink is not None and scratch_dir is not None
+    step = 0
+    while not (root / "release").exists():
+        step += 1
+        sink({"kind": "metric", "step": step, "values": {"ticks": float(os.getpid())}})
+        time.sleep(0.1)
+    (scratch_dir / "output.json").write_text(json.dumps({"pid": os.getpid()}))
+    return {"pid": os.getpid(), "steps": step}

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from backend.db import session_scope
 from backend.settings import Settings
+from backend.store.metrics import metric_history
 from backend.store.models import EvalSample, Metric, Pair, Run, Stage
 from backend.store.runs import cancel_run, launch_run
 from backend.store.stages import list_stages
@@ -118,6 +119,27 @@ def test_crash_is_retried_until_the_budget_is_spent(store: Settings, launcher) -
     assert Path(stage.log_path).read_text().count("about to crash") == 2
 
 
+def test_a_retried_stage_logs_a_new_curve_and_history_shows_it(store: Settings, launcher) -> None:
+    """Metrics are keyed by attempt: the retry's loss curve replaces the crashed one's in the
+    history instead of mixing with it (steps 1-2 would otherwise keep the first value, 3-4 stay)."""
+    run_id = new_run()
+    task, stage_id = _launch(store, launcher, run_id)
+    body = "tests.worker.stage_bodies:crash_once_while_training"
+    assert _execute(store, launcher, task, stage_id, body) == "failed"
+    assert drain_wakeups(store) == [(task, stage_id)]
+    assert _execute(store, launcher, task, stage_id, body) == "succeeded"
+    with session_scope() as session:
+        stored = session.execute(
+            select(Metric.attempt, Metric.step, Metric.value)
+            .where(Metric.run_id == run_id, Metric.key == "loss")
+            .order_by(Metric.attempt, Metric.step)
+        ).all()
+        total, history = metric_history(session, run_id, "loss")
+    assert [tuple(r) for r in stored] == [(1, s, 1.0) for s in range(1, 5)] + [(2, 1, 2.0), (2, 2, 2.0)]
+    assert total == 2
+    assert [(p["attempt"], p["step"], p["value"]) for p in history] == [(2, 1, 2.0), (2, 2, 2.0)]
+
+
 def test_cancel_kills_the_stage_process_group(store: Settings, launcher) -> None:
     pids = store.resolved_artifact_root / "pids"
     run_id = new_run()
@@ -135,7 +157,9 @@ def test_cancel_kills_the_stage_process_group(store: Settings, launcher) -> None
             assert time.monotonic() < deadline, "stage child did not start"
             time.sleep(0.05)
         child, grandchild = map(int, pids.read_text().split())
-        assert _stage(stage_id).pid == child
+        while _stage(stage_id).pid != child:  # stored by the next heartbeat
+            assert time.monotonic() < deadline, "the child's pid never reached the store"
+            time.sleep(0.05)
         with session_scope() as session:
             cancel_run(session, run_id, launcher)
         cancelled_at = time.monotonic()

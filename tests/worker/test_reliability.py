@@ -8,6 +8,7 @@ AIPO_REQUIRE_SERVICES=1 (then they fail).
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,27 +16,32 @@ from typing import Any
 import pytest
 from rich.console import Console
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from aipo_cli.api import ApiClient
 from aipo_cli.demo import follow_run, iterations_table
 from aipo_core.artifacts import iteration_dir, read_jsonl
-from backend.db import session_scope
-from backend.store.models import EvalSample, Iteration, Metric, Pair, Stage
+from backend.db import dispose_engines, session_scope
+from backend.settings import get_settings
+from backend.store.metrics import metric_history
+from backend.store.models import EvalSample, Iteration, Pair, Stage
 from worker.stage_process import group_alive
 
 from .harness import (
     TERMINAL,
     TINY_RUN,
+    DeathWatch,
     deployment,
     get_run,
     kill_group,
     postgres_database,
+    private_redis,
     redis_database,
-    restart_redis,
     submit,
     wait_for_status,
     wait_until,
 )
+from .tcp_proxy import TcpProxy
 
 RUN_TIMEOUT_S = 240
 
@@ -85,11 +91,12 @@ def assert_complete_without_duplicates(run_id: int, artifact_root: Path, iterati
                 assert len(samples) == expected_samples
                 if expected_samples:
                     assert len(read_jsonl(folder / "eval" / path)) == expected_samples
-            train_steps = session.scalars(
-                select(Metric.step).where(Metric.run_id == run_id, Metric.iteration == k,
-                                          Metric.stage == "train", Metric.key == "loss")
-            ).all()  # fmt: skip
-            assert sorted(train_steps) == sorted(set(train_steps)) and train_steps, "train loss curve"
+            # A retried train stage keeps each attempt's curve apart; history shows the last one's.
+            train = next(s for s in stages if s.iteration == k and s.name == "train")
+            _, curve = metric_history(session, run_id, "loss", iteration=k, stage="train", points=10_000)
+            steps = [p["step"] for p in curve]
+            assert steps and steps == sorted(set(steps)), "train loss curve"
+            assert {p["attempt"] for p in curve} == {train.attempt}
 
 
 def _config(**changes: Any) -> dict[str, Any]:
@@ -183,15 +190,76 @@ def test_two_iteration_run_embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_two_iteration_run_postgres_redis_survives_redis_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The services deployment end to end; Redis restarts (losing every message) mid-run."""
+    """The services deployment end to end; Redis restarts (losing every message) mid-run.
+
+    The Redis restarted is a private server of this test's own, never the shared one."""
 
     def restart_during_generate(run_id: int) -> None:
         wait_until(lambda: _running(run_id, "generate"), timeout_s=RUN_TIMEOUT_S, what="generate", dep=dep)
-        restart_redis(down_s=2.0)
+        redis.restart(down_s=2.0)
 
     with (
         postgres_database() as database,
-        redis_database() as broker,
-        deployment(tmp_path, monkeypatch, database_url=database, broker_url=broker) as dep,
+        private_redis(tmp_path / "redis") as redis,
+        deployment(tmp_path, monkeypatch, database_url=database, broker_url=redis.url) as dep,
     ):
         _full_run(dep, during=restart_during_generate)
+
+
+def _train_attempt(run_id: int, attempt: int) -> Stage | None:
+    """The run's train stage once `attempt` runs it with its child started."""
+    stage = _running(run_id, "train")
+    return stage if stage is not None and stage.attempt == attempt else None
+
+
+@pytest.mark.services
+def test_database_cut_off_mid_training_leaves_one_train_attempt_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Celery workers. worker-0 (and the API) reach PostgreSQL through a TCP proxy, cut while
+    train runs for longer than the heartbeat timeout; worker-1, started then, reaches it directly.
+    worker-0 must stop its train child before worker-1 may claim the stage; the run then
+    completes, with the train stage's second attempt's curve the one shown."""
+    # 0.2-1 s a step on this machine: the first attempt is still training when its lease runs out.
+    training = {**TINY_RUN["training"], "max_steps": 120}
+    with postgres_database() as direct, redis_database() as broker:
+        url = make_url(direct)
+        proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+        proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+        try:
+            with deployment(tmp_path, monkeypatch, database_url=proxied, broker_url=broker) as dep:
+                monkeypatch.setenv("AIPO_DATABASE_URL", direct)  # this test looks on directly
+                get_settings.cache_clear()
+                dispose_engines()
+                run_id = submit(dep, _config(name="db-outage", training=training))
+                first = wait_until(
+                    lambda: _running(run_id, "train"), timeout_s=RUN_TIMEOUT_S, what="train", dep=dep
+                )
+                watch = DeathWatch(first.pid)
+                watch.start()
+                proxy.cut()
+                cut_at = time.time()
+                dep.start_worker("worker-1", AIPO_DATABASE_URL=direct)
+                second = wait_until(
+                    lambda: _train_attempt(run_id, 2),
+                    timeout_s=RUN_TIMEOUT_S,
+                    what="train attempt 2",
+                    dep=dep,
+                )
+                watch.join(timeout=30)
+                proxy.restore()
+                run = wait_for_status(dep, run_id, TERMINAL, timeout_s=2 * RUN_TIMEOUT_S)
+                worker_0_log = (dep.stack.home / "logs" / "worker-0.log").read_text(errors="replace")
+        finally:
+            proxy.close()
+        assert run["status"] == "succeeded", run
+        claimed_at = second.started_at.timestamp()
+        assert watch.died_at is not None and watch.died_at < claimed_at, (watch.died_at, claimed_at)
+        assert second.pid != first.pid
+        assert "no heartbeat reached the store" in worker_0_log
+        assert_complete_without_duplicates(run_id, dep.stack.home, iterations=1)
+        assert next(s for s in _stages(run_id) if s.name == "train").attempt == 2
+        print(
+            f"\nworker-0's train child stopped {watch.died_at - cut_at:.2f} s after the cut; "
+            f"worker-1 claimed train {claimed_at - cut_at:.2f} s after it"
+        )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from backend.db import session_scope
+from backend.store.metrics import ingest_metrics
 from tests.backend.conftest import Api
 
 
 def batch(start: int, n: int, key: str = "loss") -> dict:
     return {
         "points": [
-            {"iteration": 0, "stage": "train", "key": key, "step": s, "value": 1.0 / (s + 1)}
+            {"iteration": 0, "stage": "probe", "key": key, "step": s, "value": 1.0 / (s + 1)}
             for s in range(start, start + n)
         ]
     }
@@ -47,7 +49,7 @@ def test_history_buckets_stay_within_iterations(api: Api) -> None:
     run = api.create_run()
     url = f"/api/v1/runs/{run['id']}/metrics"
     for iteration, steps in ((0, range(0, 600)), (1, range(600, 1000))):
-        points = [{"iteration": iteration, "stage": "train", "key": "loss", "step": s, "value": float(s)}
+        points = [{"iteration": iteration, "stage": "probe", "key": "loss", "step": s, "value": float(s)}
                   for s in steps]  # fmt: skip
         assert api.client.post(url, json={"points": points}).status_code == 200
     series = api.client.get(url, params={"key": "loss", "points": 10}).json()["series"][0]
@@ -57,8 +59,8 @@ def test_history_buckets_stay_within_iterations(api: Api) -> None:
         (0, s, 100) for s in range(0, 600, 100)
     ] + [(1, s, 100) for s in range(600, 1000, 100)]
     first = series["points"][0]
-    assert first == {"iteration": 0, "stage": "train", "step": 0, "value": 49.5, "min": 0.0, "max": 99.0,
-                     "count": 100}  # fmt: skip
+    assert first == {"iteration": 0, "stage": "probe", "attempt": 0, "step": 0, "value": 49.5, "min": 0.0,
+                     "max": 99.0, "count": 100}  # fmt: skip
     one = api.client.get(url, params={"key": "loss", "points": 10, "iteration": 1}).json()["series"][0]
     assert one["total"] == 400 and [p["step"] for p in one["points"]] == list(range(600, 1000, 40))
 
@@ -71,3 +73,42 @@ def test_invalid_points_are_rejected(api: Api) -> None:
     assert locs == {("body", "points", 0, "key"), ("body", "points", 0, "step")}
     assert api.client.post(url, json={"points": []}).status_code == 422
     assert api.client.post("/api/v1/runs/2147483647/metrics", json=batch(0, 1)).status_code == 404
+
+
+def test_pipeline_stage_names_are_reserved_for_workers(api: Api) -> None:
+    """A client could otherwise write `alpaca_eval/win_rate` = 99.9 under "evaluate" before the
+    worker, and (first write wins) the evaluation's own number would never be stored."""
+    run = api.create_run()
+    url = f"/api/v1/runs/{run['id']}/metrics"
+    forged = {"iteration": 0, "stage": "evaluate", "key": "alpaca_eval/win_rate", "step": 0, "value": 99.9}
+    fine = {"iteration": 0, "stage": "probe", "key": "loss", "step": 0, "value": 1.0}
+    response = api.client.post(url, json={"points": [fine, forged]})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "points", 1, "stage"]
+    assert "key 'alpaca_eval/win_rate'" in error["msg"] and "stage 'evaluate' is reserved" in error["msg"]
+    for stage in ("self_instruct", "generate", "rank", "train"):
+        assert api.client.post(url, json={"points": [{**fine, "stage": stage}]}).status_code == 422
+    assert api.client.get(f"{url}/keys").json()["items"] == [], "nothing of a refused batch is stored"
+    with session_scope(api.settings.resolved_database_url) as session:  # what the worker writes
+        ingest_metrics(session, run["id"], [{**forged, "value": 41.5, "attempt": 1}])
+    iterations = api.client.get(f"/api/v1/runs/{run['id']}/iterations").json()["items"]
+    assert iterations[0]["eval_metrics"]["alpaca_eval/win_rate"] == 41.5
+
+
+def test_history_shows_the_latest_attempt_unless_asked(api: Api) -> None:
+    run = api.create_run()
+    url = f"/api/v1/runs/{run['id']}/metrics"
+    curves = [
+        {"stage": "train", "attempt": attempt, "key": "loss", "step": s, "value": float(attempt)}
+        for attempt, steps in ((1, range(1, 41)), (2, range(1, 11)))
+        for s in steps
+    ]
+    with session_scope(api.settings.resolved_database_url) as session:
+        ingest_metrics(session, run["id"], curves)
+    latest = api.client.get(url, params={"key": "loss"}).json()["series"][0]
+    assert latest["total"] == 10
+    assert {(p["attempt"], p["value"]) for p in latest["points"]} == {(2, 2.0)}
+    first = api.client.get(url, params={"key": "loss", "attempt": 1, "points": 4}).json()["series"][0]
+    assert first["total"] == 40 and [p["count"] for p in first["points"]] == [10] * 4
+    assert {p["attempt"] for p in first["points"]} == {1}

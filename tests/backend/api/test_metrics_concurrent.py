@@ -53,7 +53,7 @@ def client_batches(client: int) -> list[dict]:
     """Client c writes key k{c % 10}; neighbours on a key overlap by half, and every batch is sent twice."""
     key, offset = f"k{client % 10}", (client // 10) * POINTS_PER_BATCH // 2
     points = [
-        {"iteration": 0, "stage": "train", "key": key, "step": s, "value": float(s)}
+        {"iteration": 0, "stage": "probe", "key": key, "step": s, "value": float(s)}
         for s in range(offset, offset + POINTS_PER_BATCH)
     ]
     return [{"points": points}, {"points": points}]

@@ -63,9 +63,9 @@ def small_series() -> list[dict]:
     return rows
 
 
-def entry(iteration: int, stage: str, step: int, value, lo, hi, count: int) -> dict:
-    return {"iteration": iteration, "stage": stage, "step": step, "value": value, "min": lo, "max": hi,
-            "count": count}  # fmt: skip
+def entry(iteration: int, stage: str, step: int, value, lo, hi, count: int, attempt: int = 0) -> dict:
+    return {"iteration": iteration, "stage": stage, "attempt": attempt, "step": step, "value": value,
+            "min": lo, "max": hi, "count": count}  # fmt: skip
 
 
 def test_downsampled_history_matches_hand_computed_buckets(session) -> None:
@@ -205,3 +205,60 @@ def test_keys_and_eval_metrics_by_iteration(session) -> None:
         0: {"alpaca_eval/win_rate": 10.0},
         1: {"alpaca_eval/win_rate": 13.0},
     }
+
+
+def attempt_points(
+    key: str, steps: range, *, attempt: int, stage: str = "train", value: float = 0.0, iteration: int = 0
+) -> list[dict]:
+    point = {"iteration": iteration, "stage": stage, "attempt": attempt, "key": key, "value": value}
+    return [{**point, "step": s} for s in steps]
+
+
+def test_a_retried_stage_logs_beside_its_first_attempt_and_history_shows_the_latest(session) -> None:
+    run = runs.create_run(session, small_config())
+    first = attempt_points("loss", range(1, 101), attempt=1, value=1.0)  # crashed at step 100
+    second = attempt_points("loss", range(1, 51), attempt=2, value=2.0)  # the retry, at step 50
+    assert metrics.ingest_metrics(session, run.id, first + second) == 150, "no step of the retry is lost"
+    session.commit()
+    total, raw = metrics.metric_history(session, run.id, "loss", points=500)
+    assert total == 50 and [p["step"] for p in raw] == list(range(1, 51))
+    assert {(p["attempt"], p["value"]) for p in raw} == {(2, 2.0)}
+    total, buckets = metrics.metric_history(session, run.id, "loss", points=5)
+    assert total == 50 and [(p["step"], p["count"], p["value"], p["attempt"]) for p in buckets] == [
+        (s, 10, 2.0, 2) for s in (1, 11, 21, 31, 41)
+    ]
+    total, old = metrics.metric_history(session, run.id, "loss", points=4, attempt=1)
+    assert total == 100 and [(p["count"], p["value"]) for p in old] == [(25, 1.0)] * 4
+
+
+def test_latest_attempt_is_chosen_per_iteration_and_stage(session) -> None:
+    """`seconds` is logged by every stage; only the retried (iteration, stage) loses its old rows."""
+    run = runs.create_run(session, small_config())
+    batch = (
+        attempt_points("seconds", range(1), attempt=1, stage="rank", value=5.0)
+        + attempt_points("seconds", range(1), attempt=1, stage="train", value=7.0)
+        + attempt_points("seconds", range(1), attempt=3, stage="train", value=9.0)
+        + attempt_points("seconds", range(1), attempt=1, stage="train", value=11.0, iteration=1)
+        + attempt_points("seconds", range(1), attempt=0, stage="probe", value=13.0)  # sent to the API
+    )
+    metrics.ingest_metrics(session, run.id, batch)
+    session.commit()
+    expected = [(0, "probe", 0, 13.0), (0, "rank", 1, 5.0), (0, "train", 3, 9.0), (1, "train", 1, 11.0)]
+    for points in (100, 2):  # as stored, and bucketed (one bucket per iteration)
+        total, history = metrics.metric_history(session, run.id, "seconds", points=points)
+        assert total == 4
+        if points == 100:
+            assert [(p["iteration"], p["stage"], p["attempt"], p["value"]) for p in history] == expected
+        else:
+            assert [(p["iteration"], p["count"], p["value"]) for p in history] == [(0, 3, 9.0), (1, 1, 11.0)]
+    histories = metrics.metric_histories(session, run.id, points=100)
+    assert histories["seconds"][0] == 4
+
+
+def test_eval_metrics_come_from_the_latest_attempt(session) -> None:
+    run = runs.create_run(session, small_config())
+    batch = attempt_points("alpaca_eval/win_rate", range(1), attempt=1, stage="evaluate", value=99.9)
+    batch += attempt_points("alpaca_eval/win_rate", range(1), attempt=2, stage="evaluate", value=41.5)
+    metrics.ingest_metrics(session, run.id, batch)
+    session.commit()
+    assert metrics.eval_metrics_by_iteration(session, run.id) == {0: {"alpaca_eval/win_rate": 41.5}}
