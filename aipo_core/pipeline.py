@@ -709,8 +709,9 @@ def run_stage(
     else:
         publish_here = scratch_dir is None
         if scratch_dir is None:
+            # In-process runs have one attempt at a time: a crashed call's scratch folder is kept,
+            # so a retried evaluate reuses the evaluations it had finished (files are atomic).
             out = artifacts.scratch_dir(root, str(run_id), iteration, stage, "local")
-            artifacts.discard_scratch(out)  # left behind by an earlier run that crashed
         else:
             out = Path(scratch_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from backend.settings import get_settings
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _configure_sqlite(engine: Engine, database: Path | None) -> None:
+def _configure_sqlite(engine: Engine, database: Path | None, *, foreign_keys: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         if database is not None:
@@ -36,7 +36,7 @@ def _configure_sqlite(engine: Engine, database: Path | None) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -44,8 +44,13 @@ def _configure_sqlite(engine: Engine, database: Path | None) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_db_engine(url: str) -> Engine:
-    """A new engine for `url` with the per-backend settings above."""
+def create_db_engine(url: str, *, foreign_keys: bool = True) -> Engine:
+    """A new engine for `url` with the per-backend settings above.
+
+    `foreign_keys=False` is for migrations only: SQLite alters a table by copying it and dropping
+    the old one, and with foreign keys enforced that DROP would cascade into every referencing
+    table (runs → metrics, pairs, ...).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = None
@@ -55,7 +60,7 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         )
-        _configure_sqlite(engine, database)
+        _configure_sqlite(engine, database, foreign_keys=foreign_keys)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 

@@ -37,7 +37,8 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_db_engine(context.config.get_main_option("sqlalchemy.url"))
+    # Foreign keys off on SQLite: batch mode's table rebuild must not cascade (backend/db.py).
+    engine = create_db_engine(context.config.get_main_option("sqlalchemy.url"), foreign_keys=False)
     try:
         with engine.connect() as connection:
             _run(connection)

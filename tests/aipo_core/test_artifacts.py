@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from aipo_core import artifacts
+from aipo_core.access import ModelAccess
 from aipo_core.config import RunConfig
 from aipo_core.pipeline import run_stage
 
@@ -148,9 +149,10 @@ def test_run_stage_with_a_scratch_folder_leaves_publishing_to_the_caller(tmp_pat
     config = RunConfig.model_validate(
         {"name": "t", "model": "tiny-random-llama", "iterations": 1, "initial_pairs": str(pairs)}
     )
+    access = ModelAccess(data_roots=(tmp_path,))
     scratch = artifacts.scratch_dir(tmp_path, "r", 0, "self_instruct", 1)
     summary = run_stage("self_instruct", config, artifact_root=tmp_path, run_id="r", iteration=0,
-                        scratch_dir=scratch)  # fmt: skip
+                        scratch_dir=scratch, access=access)  # fmt: skip
     assert summary["skipped"] == "initial_pairs"
     published = artifacts.iteration_dir(tmp_path, "r", 0)
     assert sorted(p.name for p in published.iterdir()) == [artifacts.ATTEMPTS_DIR]
@@ -159,5 +161,5 @@ def test_run_stage_with_a_scratch_folder_leaves_publishing_to_the_caller(tmp_pat
     # Published: the next call returns the stored summary and writes nothing new.
     again = artifacts.scratch_dir(tmp_path, "r", 0, "self_instruct", 2)
     assert run_stage("self_instruct", config, artifact_root=tmp_path, run_id="r", iteration=0,
-                     scratch_dir=again) == summary  # fmt: skip
+                     scratch_dir=again, access=access) == summary  # fmt: skip
     assert not again.exists()

@@ -146,14 +146,16 @@ def test_resume_skips_completed_stages_and_survives_a_crash_inside_training(tmp_
     assert not (files["policy"].parents[1] / "stage_train.json").exists()
 
     # An evaluate stage that died after finishing θ_0's evaluation keeps it on the retry.
-    base_file = artifacts.iteration_dir(tmp_path, "r", 0) / "eval" / "base" / "alpaca_eval.jsonl"
+    scratch = artifacts.scratch_dir(tmp_path, "r", 0, "evaluate", "local")
+    base_file = scratch / "eval" / "base" / "alpaca_eval.jsonl"
     finished = [
         {"id": i, "preference": 2.0, "output_chars": 5, "baseline_chars": 9, "output_tokens": 2}
         for i in ("1", "2", "3")
     ]
     artifacts.write_jsonl_atomic(base_file, finished)
     history = run(cfg, artifact_root=tmp_path, run_id="r")
-    assert artifacts.read_jsonl(base_file) == finished
+    published_base = artifacts.iteration_dir(tmp_path, "r", 0) / "eval" / "base" / "alpaca_eval.jsonl"
+    assert artifacts.read_jsonl(published_base) == finished
     assert history[0]["evaluate"]["base/alpaca_eval/n"] == 3 and history[0]["evaluate"]["alpaca_eval/n"] == 2
     # The run's training seed (3) does not move the evaluation sample (evaluation.seed = 0).
     policy_eval = artifacts.read_jsonl(iteration_files(tmp_path, "r", 0)["eval"])

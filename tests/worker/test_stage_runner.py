@@ -41,9 +41,8 @@ def test_the_worker_refuses_a_hub_model_off_the_allow_list_before_loading(store:
         stage, run = session.get(Stage, stage_id), session.get(Run, run_id)
         assert "model: hub model 'evil/phi-2' is not on this server's allow-list" in stage.error
         assert run.status == "failed"
-        spec = json.loads(
-            Path(stage.log_path).with_name(f"{Path(stage.log_path).stem}.spec.json").read_text()
-        )
+        log = Path(stage.log_path)
+        spec = json.loads(log.with_name(f"{log.stem}.attempt-{stage.attempt}.spec.json").read_text())
     # The child got the operator's policy in its spec, and nothing of the run was written.
     assert ModelAccess.from_dict(spec["model_access"]) == store.model_access()
     assert not (
