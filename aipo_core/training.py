@@ -60,6 +60,8 @@ METRIC_KEYS = (
     "nll",
     "logps_chosen",
     "logps_rejected",
+    "log_ratio_chosen",
+    "log_ratio_rejected",
     "learning_rate",
     "grad_norm",
     "tokens_per_s",
@@ -325,21 +327,24 @@ class PreferenceTrainer(DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         chosen, rejected, chosen_lengths, rejected_lengths = self.policy_logps(model, inputs)
+        ref_chosen = inputs["ref_chosen_logps"].to(chosen)  # [B]
+        ref_rejected = inputs["ref_rejected_logps"].to(chosen)  # [B]
         losses, metrics = pair_loss(
             self.objective_name,
             policy_chosen_logps=chosen,
             policy_rejected_logps=rejected,
-            ref_chosen_logps=inputs["ref_chosen_logps"].to(chosen),
-            ref_rejected_logps=inputs["ref_rejected_logps"].to(chosen),
+            ref_chosen_logps=ref_chosen,
+            ref_rejected_logps=ref_rejected,
             chosen_lengths=chosen_lengths,
             rejected_lengths=rejected_lengths,
             **self.hyperparameters,
         )  # losses [B], metrics: dict of [B]
-        self._record_metrics(metrics, chosen, rejected, inputs["attention_mask"])
+        log_ratios = (chosen - ref_chosen, rejected - ref_rejected)  # [B] each
+        self._record_metrics(metrics, chosen, rejected, log_ratios, inputs["attention_mask"])
         loss = losses.mean()
         return (loss, metrics) if return_outputs else loss
 
-    def _record_metrics(self, metrics, chosen, rejected, attention_mask) -> None:
+    def _record_metrics(self, metrics, chosen, rejected, log_ratios, attention_mask) -> None:
         """Per-batch means, gathered over processes; DPOTrainer.log averages them per logging step."""
         mode = "train" if self.model.training else "eval"
         gather = self.accelerator.gather_for_metrics
@@ -354,6 +359,10 @@ class PreferenceTrainer(DPOTrainer):
             "nll": metrics["nll"],
             "logps_chosen": chosen.detach(),
             "logps_rejected": rejected.detach(),
+            # log πθ − log π_ref, whatever the objective: 0 at step 0 when s_ref was computed as the
+            # trainer computes (bench/gpu_smoke.py checks it).
+            "log_ratio_chosen": log_ratios[0].detach(),
+            "log_ratio_rejected": log_ratios[1].detach(),
         }
         for key, per_pair in summaries.items():
             self._metrics[mode][key].append(gather(per_pair.float()).mean().item())

@@ -423,7 +423,7 @@ def test_bf16_placement_loads_inference_stages_in_bf16_and_trains_fp32_with_auto
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_step0_log_ratio_is_zero_for_a_real_smollm2_iteration(tmp_path, precision):
     """The rank stage scores s_ref with the trainer's placement, so at step 0 the policy's log-probs
-    equal the stored reference ones: rewards = β·(log πθ − log π_ref) ≈ 0 for every pair."""
+    equal the stored reference ones: log πθ − log π_ref ≈ 0 for every pair."""
     cfg = RunConfig.model_validate(
         {
             "name": "smol-s0",
@@ -447,18 +447,22 @@ def test_step0_log_ratio_is_zero_for_a_real_smollm2_iteration(tmp_path, precisio
     )
     events: list[dict] = []
     training_batch = cfg.training.batch_size
+    access = ModelAccess(data_roots=(tmp_path.resolve(),))
     for stage in STAGES[:4]:
-        summary = run_stage(stage, cfg, artifact_root=tmp_path, run_id="s0", iteration=0, sink=events.append)
+        summary = run_stage(
+            stage, cfg, artifact_root=tmp_path, run_id="s0", iteration=0, sink=events.append, access=access
+        )
     assert summary["placement"]["compute_dtype"] == ("bfloat16" if precision == "bf16" else "float32")
     pairs = artifacts.read_jsonl(iteration_files(tmp_path, "s0", 0)["pairs"])
     assert pairs and any(abs(p["s_ref"]) > 0.1 for p in pairs)  # s_ref itself is not trivially 0
-    first = next(e["values"] for e in events if e.get("kind") == "metric" and "rewards_chosen" in e["values"])
+    metrics = [e["values"] for e in events if e.get("kind") == "metric"]
+    first = next(values for values in metrics if "log_ratio_chosen" in values)
     assert summary["num_pairs"] <= training_batch == 4  # one batch: the trainer's step 0 sees these pairs
-    beta = 0.1
     # Same weights, same placement (dtype, autocast), same tokenization and batch shape: the
     # trainer's step-0 log-probs are bit-identical to the stored ones. (bench/sref_placement.py
     # measures bf16's batch-shape noise, ~0.3 nats per pair, and the offset of a mismatched
     # placement, ~0.2 nats, which this check would catch.)
     tolerance = 1e-6
-    for key in ("rewards_chosen", "rewards_rejected", "margins"):
-        assert abs(first[key] / beta) < tolerance, (key, first)
+    for key in ("log_ratio_chosen", "log_ratio_rejected"):
+        assert abs(first[key]) < tolerance, (key, first)
+    assert abs(first["s_theta_mean"] - first["s_ref_mean"]) < tolerance, first
