@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from aipo_core.eval_summary import Evaluation
 from backend.store.models import EvalSample
-from backend.store.records import batches, finite_or_none, int_or_none, split_extra
+from backend.store.records import batches, finite_or_none, int_or_none, split_extra, storable
 
 KNOWN_KEYS = {
     "id", "instruction", "output", "baseline_output", "preference", "output_chars", "baseline_chars",
@@ -68,7 +68,10 @@ def replace_eval_samples(
             EvalSample.evaluated == evaluated,
         )
     )
-    rows = (eval_sample_row(run_id, iteration, benchmark, i, r, evaluated) for i, r in enumerate(records))
+    rows = (
+        storable(eval_sample_row(run_id, iteration, benchmark, idx, record, evaluated))
+        for idx, record in enumerate(records)
+    )
     count = 0
     for batch in batches(rows):
         session.execute(insert(EvalSample.__table__), batch)

@@ -13,7 +13,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select, tuple_,
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.store.models import Iteration, Pair, execute_update, expire_cached
-from backend.store.records import batches, finite_or_none, int_or_none, split_extra
+from backend.store.records import batches, finite_or_none, int_or_none, split_extra, storable
 
 Agreement = Literal["agree", "disagree"]
 KNOWN_KEYS = {
@@ -86,7 +86,7 @@ def replace_pairs(session: Session, run_id: int, iteration: int, records: Iterab
     reader sees either the old or the new set.
     """
     session.execute(delete(Pair).where(Pair.run_id == run_id, Pair.iteration == iteration))
-    rows = (pair_row(run_id, iteration, idx, record) for idx, record in enumerate(records))
+    rows = (storable(pair_row(run_id, iteration, idx, record)) for idx, record in enumerate(records))
     kept: list[dict[str, Any]] = []  # the fields the iteration's statistics need
     for batch in batches(rows):
         session.execute(insert(Pair.__table__), batch)

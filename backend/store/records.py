@@ -22,6 +22,21 @@ def int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def storable(value: Any) -> Any:
+    """`value` with every NUL character replaced by U+FFFD, recursively.
+
+    Model output is arbitrary text: a byte-level tokenizer can emit NUL, which PostgreSQL text and
+    JSONB refuse. The artifact keeps the exact text; the store shows the replacement character.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
 def batches(items: Iterable[Any], size: int = BATCH) -> Iterator[list[Any]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):

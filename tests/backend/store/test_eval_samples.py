@@ -60,3 +60,12 @@ def test_base_and_policy_samples_of_one_iteration_are_kept_apart(session) -> Non
     assert set(evaluations) == {("base", 0), ("policy", 0)}
     assert evaluations["base", 0].prompt_ids == ["0", "1", "2"]
     assert evaluations["policy", 0].policy_index == 1 and evaluations["base", 0].policy_index == 0
+
+
+def test_model_output_with_nul_characters_is_stored(session) -> None:
+    run = runs.create_run(session, small_config())
+    record = {**sample(0), "output": "an\x00swer"}
+    assert eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", [record]) == 1
+    session.commit()
+    (row,), _, _ = eval_samples.query_eval_samples(session, run.id)
+    assert row.output == "an\ufffdswer"

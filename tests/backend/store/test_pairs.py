@@ -123,3 +123,17 @@ def test_pair_stats_agreement_rate(session) -> None:
     pairs.replace_pairs(session, run.id, 0, [pair_record(i, s_ref=1.0 if i < 3 else -1.0) for i in range(4)])
     stats = pairs.pair_stats_by_iteration(session, run.id)[0]
     assert stats["agreement_rate"] == pytest.approx(0.75) and stats["mean_s_ref"] == pytest.approx(0.5)
+
+
+def test_model_text_with_nul_characters_is_stored(session) -> None:
+    """A byte-level tokenizer can emit NUL, which PostgreSQL text/JSONB refuse: stored as U+FFFD."""
+    run = runs.create_run(session, small_config())
+    record = pair_record(0)
+    record["chosen"] = [{"role": "assistant", "content": "a\x00b"}]
+    record["custom_field"] = "x\x00"
+    assert pairs.replace_pairs(session, run.id, 0, [record]) == 1
+    session.commit()
+    (row,), _, _ = pairs.query_pairs(session, run.id)
+    stored = pairs.pair_record(row)
+    assert stored["chosen"] == [{"role": "assistant", "content": "a\ufffdb"}]
+    assert stored["custom_field"] == "x\ufffd"
