@@ -30,6 +30,7 @@ from aipo_core.artifacts import (
 from aipo_core.pipeline import PAIR_DIAGNOSTICS
 from backend.db import session_scope
 from backend.launcher import Launcher
+from backend.lifecycle import launch_waiting_sweep_runs
 from backend.store.eval_samples import replace_eval_samples
 from backend.store.metrics import ingest_metrics
 from backend.store.models import RUN_FINISHED
@@ -43,7 +44,6 @@ from backend.store.stages import (
     retry_stage,
     skip_stage,
 )
-from backend.store.sweeps import launch_waiting_sweep_runs
 from worker.stage_process import StageOutcome
 
 if TYPE_CHECKING:

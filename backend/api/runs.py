@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from aipo_core.config import RunConfig, with_overrides
+from backend import lifecycle
 from backend.api.common import CONFLICT, ERRORS, RunId, conflict, load_run, run_public, runs_public
 from backend.api.idempotency import KEY_RESPONSES, IdempotencyKeyDep, ScopeDep, check_replay
 from backend.deps import LauncherDep, PrincipalDep, SessionDep, SettingsDep, require_token
@@ -63,7 +64,7 @@ def create_run(
     run = store.create_run(session, config, created_by=principal.name)
     if claim is not None:
         claim.run_id = run.id
-    store.launch_run(session, run.id, launcher)  # commits the run and its key together
+    lifecycle.launch_run(session, run.id, launcher)  # commits the run and its key together
     if claim is not None:
         idempotency_store.purge_expired(session)
     return run_public(session, run)
@@ -116,7 +117,7 @@ def cancel_run(run_id: RunId, session: SessionDep, launcher: LauncherDep) -> Run
     """
     load_run(session, run_id)
     try:
-        run = store.cancel_run(session, run_id, launcher)
+        run = lifecycle.cancel_run(session, run_id, launcher)
     except ConflictError as exc:
         raise conflict(str(exc)) from exc
     return run_public(session, run)
@@ -127,7 +128,7 @@ def resume_run(run_id: RunId, session: SessionDep, launcher: LauncherDep) -> Run
     """Continue a failed or cancelled run from its first stage that did not succeed (409 otherwise)."""
     load_run(session, run_id)
     try:
-        run = store.resume_run(session, run_id, launcher)
+        run = lifecycle.resume_run(session, run_id, launcher)
     except ConflictError as exc:
         raise conflict(str(exc)) from exc
     return run_public(session, run)
@@ -157,5 +158,5 @@ def clone_run(
         ) from exc
     check_config(config, settings)
     run = store.create_run(session, config, parent_run_id=parent.id, created_by=principal.name)
-    store.launch_run(session, run.id, launcher)
+    lifecycle.launch_run(session, run.id, launcher)
     return run_public(session, run)

@@ -27,7 +27,7 @@ def _config(**overrides) -> RunConfig:
 
 
 def test_the_worker_refuses_a_hub_model_off_the_allow_list_before_loading(store: Settings, launcher) -> None:
-    from backend.store.runs import launch_run
+    from backend.lifecycle import launch_run
 
     run_id = new_run(_config(model="evil/phi-2"))
     with session_scope() as session:
