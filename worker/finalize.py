@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from aipo_core.artifacts import (
     discard_scratch,
@@ -44,12 +46,8 @@ from backend.store.stages import (
     retry_stage,
     skip_stage,
 )
+from worker.claimed import ClaimedStage
 from worker.stage_process import StageOutcome
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from worker.execution import ClaimedStage
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from backend.lifecycle import launch_run
 from backend.settings import Settings
 from backend.store.models import Metric, Pair, Stage, utcnow
 from backend.store.stages import claim_stage, list_stages
-from worker.execution import ClaimedStage
+from worker.claimed import ClaimedStage
 from worker.finalize import record_success
 
 from .conftest import drain_wakeups, new_run, tiny_config
