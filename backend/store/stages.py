@@ -140,13 +140,6 @@ def heartbeat(
     return execute_update(session, beat, (Stage, {"id": stage_id})) == 1
 
 
-def set_stage_pid(session: Session, stage_id: int, pid: int | None) -> None:
-    """Remember the stage child's pid (= its process group id) for cancellation and tests."""
-    execute_update(
-        session, update(Stage).where(Stage.id == stage_id).values(pid=pid), (Stage, {"id": stage_id})
-    )
-
-
 def _after_done(session: Session, stage: Stage) -> None:
     """Close the iteration and the run when `stage` was their last open stage."""
     now = utcnow()
