@@ -890,6 +890,14 @@ def resume_run(run_id: int) -> dict[str, Any]:
     return _normalise_run(_post(f"/runs/{run_id}/resume"))
 
 
-def clone_run(run_id: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """POST /runs/{id}/clone: a new run from the config with dotted-path overrides; returns it."""
-    return _normalise_run(_post(f"/runs/{run_id}/clone", {"overrides": dict(overrides or {})}))
+def clone_run(
+    run_id: int, overrides: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """POST /runs/{id}/clone: a new run from the config with dotted-path overrides; returns it.
+
+    With `idempotency_key` (one per click-intent), a repeat returns the clone the key already
+    created; `replayed` says so, as for `create_run`.
+    """
+    body = {"overrides": dict(overrides or {})}
+    response = _post_response(f"/runs/{run_id}/clone", body, _key_header(idempotency_key))
+    return {**_normalise_run(response.json()), "replayed": response.status_code == 200}
