@@ -5,7 +5,7 @@ Every page fetches through the functions below (never httpx directly), so that
   a handful of requests, and writes (launch, cancel, …) clear that cache;
 * a backend that is down, a wrong token or a bad config surfaces as an `ApiError` subclass
   whose message is written for users (pages show it; no traceback reaches the browser);
-* the mapping from the API's JSON (DESIGN.md §3, backend/schemas) to the plain dicts and
+* the mapping from the API's JSON (docs/architecture.md §8, backend/schemas) to the plain dicts and
   DataFrames the pages and charts use lives in ONE place: the `_normalise_*` helpers. Where
   the contract leaves a field's shape open, they accept the plausible variants.
 """
@@ -42,7 +42,7 @@ REJECTED_REWARD_KEYS = ("rewards_rejected", "rewards/rejected")
 GRADIENT_WEIGHT_KEY = "gradient_weight_mean"
 DEFAULT_CURVE_KEYS = ("loss", "margins", "accuracy", "nll")
 
-# Used only when the backend has no GET /objectives: DESIGN.md §1's table (+ the extra registered
+# Used only when the backend has no GET /objectives: docs/objectives.md's table (+ the extra registered
 # objectives) with aipo_core.objectives.OBJECTIVES' defaults. The API validates every launch anyway.
 FALLBACK_OBJECTIVES: dict[str, dict[str, float]] = {
     "aipo": {"beta": 0.1, "alpha": 0.05, "lambda_": 0.2},

@@ -51,7 +51,7 @@ from worker.stage_process import StageOutcome
 
 log = logging.getLogger(__name__)
 
-#: The file or folder each stage produces inside `iter_{k}/` (DESIGN.md §2, artifacts).
+#: The file or folder each stage produces inside `iter_{k}/` (docs/architecture.md §6).
 STAGE_ARTIFACTS = {
     "self_instruct": "instructions.jsonl",
     "generate": "candidates.jsonl",
