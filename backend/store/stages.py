@@ -3,7 +3,7 @@
     pending ─queue─▶ queued ─claim─▶ running ─complete─▶ succeeded
                        ▲               │ ├─fail────▶ failed (the run fails too)
                        └──requeue/retry┘ └─skip────▶ skipped
-    any unfinished ─cancel_run─▶ cancelled
+    any unfinished ─cancel (backend.lifecycle)─▶ cancelled
 
 A guard that does not match returns None/False instead of raising: a duplicate Celery delivery
 or a stale worker simply finds nothing to do. `attempt` is a fencing token: a worker that was
