@@ -1,4 +1,4 @@
-"""The `aipo` console script: one Typer app composing the verbs of DESIGN.md §3.
+"""The `aipo` console script: one Typer app composing the verbs of docs/architecture.md §9.
 
 Each verb imports its implementation lazily so `aipo winrate` does not pay for torch, and this
 composition root is the only place that knows every package. Environment variables are read

@@ -1,6 +1,6 @@
 """Diagnostics of one iteration's preference pairs (AIPO paper Figs. 5-6, Eq. 8, Table 2).
 
-Pure functions over pairs.jsonl records (TEAM.md format). Each returns plain JSON-ready
+Pure functions over pairs.jsonl records (docs/architecture.md §6). Each returns plain JSON-ready
 dicts (lists, floats, None for undefined values) so the worker can store them and the
 dashboard can plot them without numpy:
 

@@ -112,10 +112,6 @@ def stage_summary_path(ctx: StageContext, stage: str) -> Path:
     return ctx.dir / artifacts.stage_marker_name(stage)
 
 
-def stage_complete(ctx: StageContext, stage: str) -> bool:
-    return artifacts.is_complete(stage_summary_path(ctx, stage))
-
-
 @functools.cache
 def _this_machine() -> Hardware:
     return Hardware.probe()

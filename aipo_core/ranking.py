@@ -9,7 +9,7 @@ Backends:
 * `llm_judge` — a causal LM asked "A or B?" in both orders (`LLMJudgeRanker`); with
   `model: policy` the policy judges its own samples (self-rewarding).
 
-`select_pairs` keeps best vs worst per prompt and applies DESIGN.md §1's pair filters.
+`select_pairs` keeps best vs worst per prompt and applies the pair filters of docs/architecture.md §1.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ list with one new instruction; generation stops when it starts item 10 (or a bla
 the completion prompt of the self-instruct reference implementation (yizhongw/self-instruct
 `encode_prompt`, reused by the AIPO code), fed to the tokenizer directly — no chat template.
 
-The output is then cleaned and filtered with the reference rules (DESIGN.md §1), one small named
+The output is then cleaned and filtered with the reference rules (docs/architecture.md §1), one small named
 function per rule, checked against the benchmarks and earlier iterations' instructions
 (`aipo_core.decontamination`), and de-duplicated with ROUGE-L against the pool and against the
 instructions already accepted in this run. Every call ends in exactly one outcome (accepted, or

@@ -1,21 +1,21 @@
 """Enqueue stage tasks by name, without importing the worker's task bodies.
 
-The API depends on `get_launcher` so tests can swap the broker for an in-memory record; the
-store's launch helpers take any `Launcher`. Callers commit the stage's `queued` state BEFORE
-calling `enqueue_stage`, so a worker that receives the message always finds the row ready.
+Every caller is handed its launcher explicitly: the API's routes get the app's from
+`backend.deps.LauncherDep` (tests swap in an in-memory record), the worker builds its own
+`CeleryLauncher`; there is no process-wide default. Callers commit the stage's `queued` state
+BEFORE calling `enqueue_stage`, so a worker that receives the message always finds the row ready.
 """
 
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from typing import Protocol
 
 from celery import Celery
 
 from backend.broker import make_celery_app
 from backend.routing import queue_for, task_name
-from backend.settings import Settings, get_settings
+from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,3 @@ class CeleryLauncher:
         except Exception as exc:  # revocation must never fail a cancel
             log.warning("revoke of %d task(s) failed: %s", len(task_ids), exc)
 
-
-@lru_cache(maxsize=1)
-def _default_launcher() -> CeleryLauncher:
-    return CeleryLauncher(get_settings())
-
-
-def get_launcher() -> Launcher:
-    """FastAPI dependency and default for store helpers: the process-wide Celery launcher."""
-    return _default_launcher()

@@ -1,4 +1,4 @@
-"""Request and response models of the HTTP API (DESIGN.md §3), with OpenAPI examples.
+"""Request and response models of the HTTP API (docs/architecture.md §8), with OpenAPI examples.
 
 Names follow <Thing><Role>: RunCreate (request), RunPublic (one run), RunList (a page), ...
 """

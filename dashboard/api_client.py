@@ -5,7 +5,7 @@ Every page fetches through the functions below (never httpx directly), so that
   a handful of requests, and writes (launch, cancel, …) clear that cache;
 * a backend that is down, a wrong token or a bad config surfaces as an `ApiError` subclass
   whose message is written for users (pages show it; no traceback reaches the browser);
-* the mapping from the API's JSON (DESIGN.md §3, backend/schemas) to the plain dicts and
+* the mapping from the API's JSON (docs/architecture.md §8, backend/schemas) to the plain dicts and
   DataFrames the pages and charts use lives in ONE place: the `_normalise_*` helpers. Where
   the contract leaves a field's shape open, they accept the plausible variants.
 """
@@ -42,7 +42,7 @@ REJECTED_REWARD_KEYS = ("rewards_rejected", "rewards/rejected")
 GRADIENT_WEIGHT_KEY = "gradient_weight_mean"
 DEFAULT_CURVE_KEYS = ("loss", "margins", "accuracy", "nll")
 
-# Used only when the backend has no GET /objectives: DESIGN.md §1's table (+ the extra registered
+# Used only when the backend has no GET /objectives: docs/objectives.md's table (+ the extra registered
 # objectives) with aipo_core.objectives.OBJECTIVES' defaults. The API validates every launch anyway.
 FALLBACK_OBJECTIVES: dict[str, dict[str, float]] = {
     "aipo": {"beta": 0.1, "alpha": 0.05, "lambda_": 0.2},
@@ -890,6 +890,14 @@ def resume_run(run_id: int) -> dict[str, Any]:
     return _normalise_run(_post(f"/runs/{run_id}/resume"))
 
 
-def clone_run(run_id: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """POST /runs/{id}/clone: a new run from the config with dotted-path overrides; returns it."""
-    return _normalise_run(_post(f"/runs/{run_id}/clone", {"overrides": dict(overrides or {})}))
+def clone_run(
+    run_id: int, overrides: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+) -> dict[str, Any]:
+    """POST /runs/{id}/clone: a new run from the config with dotted-path overrides; returns it.
+
+    With `idempotency_key` (one per click-intent), a repeat returns the clone the key already
+    created; `replayed` says so, as for `create_run`.
+    """
+    body = {"overrides": dict(overrides or {})}
+    response = _post_response(f"/runs/{run_id}/clone", body, _key_header(idempotency_key))
+    return {**_normalise_run(response.json()), "replayed": response.status_code == 200}

@@ -17,7 +17,7 @@ import yaml
 
 from dashboard.api_client import HYPERPARAMETERS, FieldError
 
-# DESIGN.md §3's example config: what a fresh Launch page starts from.
+# docs/architecture.md §9's example config: what a fresh Launch page starts from.
 DEFAULT_CONFIG: dict[str, Any] = {
     "name": "aipo-smollm2",
     "model": "smollm2-135m-instruct",

@@ -15,15 +15,14 @@ runs out (database unreachable) the child is stopped before anyone may take the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aipo_core.artifacts import discard_scratch, scratch_dir
 from backend.db import session_scope
 from backend.launcher import Launcher
 from backend.settings import Settings
 from backend.store.stages import claim_stage, get_stage, stage_log_path
+from worker.claimed import ClaimedStage
 from worker.control import StoreStageControl
 from worker.finalize import record_failure, record_success
 from worker.lease import Lease
@@ -33,19 +32,6 @@ from worker.stage_runner import DEFAULT_ENTRY
 from worker.supervise import keepalive, supervise
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClaimedStage:
-    """What an attempt needs from the rows, copied out so that no session stays open."""
-
-    stage_id: int
-    run_id: int
-    iteration: int
-    name: str
-    attempt: int
-    config: dict[str, Any]
-    log_path: Path
 
 
 def execute_stage(

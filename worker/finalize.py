@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from aipo_core.artifacts import (
     discard_scratch,
@@ -30,6 +32,7 @@ from aipo_core.artifacts import (
 from aipo_core.pipeline import PAIR_DIAGNOSTICS
 from backend.db import session_scope
 from backend.launcher import Launcher
+from backend.lifecycle import launch_waiting_sweep_runs
 from backend.store.eval_samples import replace_eval_samples
 from backend.store.metrics import ingest_metrics
 from backend.store.models import RUN_FINISHED
@@ -43,17 +46,12 @@ from backend.store.stages import (
     retry_stage,
     skip_stage,
 )
-from backend.store.sweeps import launch_waiting_sweep_runs
+from worker.claimed import ClaimedStage
 from worker.stage_process import StageOutcome
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from worker.execution import ClaimedStage
 
 log = logging.getLogger(__name__)
 
-#: The file or folder each stage produces inside `iter_{k}/` (DESIGN.md §2, artifacts).
+#: The file or folder each stage produces inside `iter_{k}/` (docs/architecture.md §6).
 STAGE_ARTIFACTS = {
     "self_instruct": "instructions.jsonl",
     "generate": "candidates.jsonl",

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 from backend.db import session_scope
 from backend.launcher import Launcher
+from backend.lifecycle import launch_waiting_sweep_runs
 from backend.store.stages import fail_stale_stage, requeue_stale_stage, stale_stages
-from backend.store.sweeps import launch_waiting_sweep_runs, sweeps_with_waiting_runs
+from backend.store.sweeps import sweeps_with_waiting_runs
 from worker.options import WorkerOptions
 
 log = logging.getLogger(__name__)

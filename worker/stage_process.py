@@ -37,6 +37,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from aipo_core.artifacts import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 _PROC = "/proc"
@@ -116,14 +118,6 @@ class StageOutcome:
     error: str | None
     returncode: int
     crashed: bool = False
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp name and rename it, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class StageProcess:

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from aipo_core.access import ModelAccess
+from aipo_core.artifacts import write_json_atomic
 from aipo_core.config import RunConfig
-from worker.stage_process import write_json_atomic
 
 DEFAULT_ENTRY = "aipo_core.pipeline:run_stage"
 
@@ -138,11 +138,12 @@ def execute(spec_path: str) -> int:
     print(f"stage {spec['stage']} of run {spec['run_id']} iteration {spec['iteration']}: pid {os.getpid()}")
     try:
         summary = run_spec(spec)
+        # Inside the try: a summary that is not JSON is the stage's error, not a crash to retry.
+        write_json_atomic(result_path, {"ok": True, "summary": summary or {}})
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the supervisor
         traceback.print_exc()
         write_json_atomic(result_path, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
-    write_json_atomic(result_path, {"ok": True, "summary": summary or {}})
     print(f"stage {spec['stage']}: done")
     return 0
 

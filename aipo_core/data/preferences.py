@@ -8,7 +8,7 @@ Accepted rows are TRL preference rows, one JSON object per line:
 - standard: ``prompt``, ``chosen`` and ``rejected`` plain strings.
 Optional ``score_chosen``/``score_rejected`` and ``id`` (or ``prompt_id``) are kept.
 
-Rows are normalised to the pairs.jsonl record of TEAM.md without the reference-model fields
+Rows are normalised to the pairs.jsonl record (docs/architecture.md §6) without the reference-model fields
 (``ref_chosen_logps``, ``ref_rejected_logps``, ``s_ref``), which the rank stage computes.
 """
 

@@ -1,4 +1,5 @@
-"""The `Idempotency-Key` header of POST /runs and POST /sweeps: parsing, scope and replies.
+"""The `Idempotency-Key` header of POST /runs, /runs/{id}/clone and /sweeps: parsing, scope and
+replies.
 
 Same key + same request within 24 h → 200 with what the first request created (and the header
 `Idempotent-Replayed: true`); same key + another request → 409 naming the key. The value may be

@@ -8,11 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from aipo_core.config import RunConfig, with_overrides
+from backend import lifecycle
 from backend.api.common import CONFLICT, ERRORS, RunId, conflict, load_run, run_public, runs_public
 from backend.api.idempotency import KEY_RESPONSES, IdempotencyKeyDep, ScopeDep, check_replay
 from backend.deps import LauncherDep, PrincipalDep, SessionDep, SettingsDep, require_token
+from backend.launcher import Launcher
 from backend.preview import run_preview
 from backend.schemas import RunClone, RunCreate, RunList, RunPreviewPublic, RunPublic, RunStatus, SafeStr
 from backend.store import idempotency as idempotency_store
@@ -53,17 +56,44 @@ def create_run(
     """
     config = _as_run_config(body)
     check_config(config, settings)
+    fingerprint = idempotency_store.request_hash("POST /runs", config.model_dump(mode="json"))
+    return _create_and_launch(
+        session,
+        config,
+        launcher,
+        key=key,
+        scope=scope,
+        fingerprint=fingerprint,
+        response=response,
+        created_by=principal.name,
+    )
+
+
+def _create_and_launch(
+    session: Session,
+    config: RunConfig,
+    launcher: Launcher,
+    *,
+    key: str | None,
+    scope: str,
+    fingerprint: str,
+    response: Response,
+    created_by: str,
+    parent_run_id: int | None = None,
+) -> RunPublic:
+    """Store `config` as a new run and launch it; with an Idempotency-Key, a request whose
+    `fingerprint` already holds the key within 24 h gets the run it created instead (200), and
+    one with another fingerprint a 409."""
     claim = None
     if key is not None:
-        fingerprint = idempotency_store.request_hash("POST /runs", config.model_dump(mode="json"))
         claim = idempotency_store.claim_key(session, scope=scope, key=key, fingerprint=fingerprint)
         if isinstance(claim, idempotency_store.Replay):
             check_replay(key, claim, fingerprint, response)
             return run_public(session, load_run(session, claim.run_id or 0))
-    run = store.create_run(session, config, created_by=principal.name)
+    run = store.create_run(session, config, parent_run_id=parent_run_id, created_by=created_by)
     if claim is not None:
         claim.run_id = run.id
-    store.launch_run(session, run.id, launcher)  # commits the run and its key together
+    lifecycle.launch_run(session, run.id, launcher)  # commits the run and its key together
     if claim is not None:
         idempotency_store.purge_expired(session)
     return run_public(session, run)
@@ -116,7 +146,7 @@ def cancel_run(run_id: RunId, session: SessionDep, launcher: LauncherDep) -> Run
     """
     load_run(session, run_id)
     try:
-        run = store.cancel_run(session, run_id, launcher)
+        run = lifecycle.cancel_run(session, run_id, launcher)
     except ConflictError as exc:
         raise conflict(str(exc)) from exc
     return run_public(session, run)
@@ -127,14 +157,19 @@ def resume_run(run_id: RunId, session: SessionDep, launcher: LauncherDep) -> Run
     """Continue a failed or cancelled run from its first stage that did not succeed (409 otherwise)."""
     load_run(session, run_id)
     try:
-        run = store.resume_run(session, run_id, launcher)
+        run = lifecycle.resume_run(session, run_id, launcher)
     except ConflictError as exc:
         raise conflict(str(exc)) from exc
     return run_public(session, run)
 
 
 @router.post(
-    "/{run_id}/clone", status_code=status.HTTP_201_CREATED, response_model=RunPublic, summary="Clone a run"
+    "/{run_id}/clone",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RunPublic,
+    responses={200: {"model": RunPublic, "description": "A replay of an earlier request with this key."}}
+    | KEY_RESPONSES,
+    summary="Clone a run",
 )
 def clone_run(
     run_id: RunId,
@@ -143,8 +178,15 @@ def clone_run(
     settings: SettingsDep,
     launcher: LauncherDep,
     principal: PrincipalDep,
+    response: Response,
+    key: IdempotencyKeyDep,
+    scope: ScopeDep,
 ) -> RunPublic:
-    """A new run from this run's config with dotted-path overrides (e.g. `objective.alpha`), launched."""
+    """A new run from this run's config with dotted-path overrides (e.g. `objective.alpha`), launched.
+
+    With an `Idempotency-Key`, a repeat (same source run, overrides giving the same config) within
+    24 h returns the clone it created (200); the key with anything else is a 409.
+    """
     parent = load_run(session, run_id)
     overrides = {"name": f"{parent.name} (clone)"[:200], **body.overrides}
     try:
@@ -156,6 +198,17 @@ def clone_run(
             [{"type": "value_error", "loc": ("body", "overrides"), "msg": str(exc), "input": None}]
         ) from exc
     check_config(config, settings)
-    run = store.create_run(session, config, parent_run_id=parent.id, created_by=principal.name)
-    store.launch_run(session, run.id, launcher)
-    return run_public(session, run)
+    fingerprint = idempotency_store.request_hash(
+        "POST /runs/{id}/clone", {"run_id": parent.id, "config": config.model_dump(mode="json")}
+    )
+    return _create_and_launch(
+        session,
+        config,
+        launcher,
+        key=key,
+        scope=scope,
+        fingerprint=fingerprint,
+        response=response,
+        created_by=principal.name,
+        parent_run_id=parent.id,
+    )

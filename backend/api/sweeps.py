@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from aipo_core.config import RunConfig
+from backend import lifecycle
 from backend.api.common import ERRORS, not_found, runs_public
 from backend.api.idempotency import KEY_RESPONSES, IdempotencyKeyDep, ScopeDep, check_replay
 from backend.deps import LauncherDep, PrincipalDep, SessionDep, SettingsDep, require_token
@@ -110,7 +111,7 @@ def create_sweep(
     if claim is not None:
         claim.sweep_id = sweep.id
     session.commit()  # the sweep, its children and its key together
-    store.launch_waiting_sweep_runs(session, sweep.id, launcher)
+    lifecycle.launch_waiting_sweep_runs(session, sweep.id, launcher)
     if claim is not None:
         idempotency_store.purge_expired(session)
     session.refresh(sweep)

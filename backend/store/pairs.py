@@ -1,6 +1,6 @@
 """Preference pairs of a run: idempotent per-iteration replace, filtered keyset pages, export.
 
-Rows mirror the `pairs.jsonl` record (TRL conversational format, see TEAM.md). The prompt keeps
+Rows mirror the `pairs.jsonl` record (TRL conversational format, docs/architecture.md §6). The prompt keeps
 its message list; chosen/rejected are single assistant messages, stored as their text.
 """
 

@@ -1,4 +1,5 @@
-"""Runs: create (with every stage planned up front), list, launch, cancel, resume."""
+"""Runs: create (with every stage planned up front), list, and the row changes behind launch,
+cancel and resume; `backend.lifecycle` commits those and sends the wake-ups."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from aipo_core.config import RunConfig
-from backend.launcher import Launcher
 from backend.routing import STAGES, queue_for
 from backend.store.errors import ConflictError, NotFoundError
-from backend.store.launching import commit_and_send, mark_queued
+from backend.store.launching import mark_queued
 from backend.store.models import (
     RUN_ACTIVE,
     RUN_FINISHED,
@@ -174,7 +174,8 @@ def first_open_stage(session: Session, run_id: int) -> Stage | None:
 
 
 def prepare_launch(session: Session, run: Run) -> Stage | None:
-    """Queue the run's first open stage and stamp `launched_at` (no commit; see `launch_run`)."""
+    """Queue the run's first open stage and stamp `launched_at` (no commit: `backend.lifecycle`
+    commits and sends). None when that stage is already queued or running."""
     stage = first_open_stage(session, run.id)
     if stage is None or stage.status in ("queued", "running"):
         return None
@@ -182,64 +183,45 @@ def prepare_launch(session: Session, run: Run) -> Stage | None:
     return mark_queued(stage)
 
 
-def launch_run(session: Session, run_id: int, launcher: Launcher) -> Stage | None:
-    """Queue the first open stage, COMMIT, and enqueue it. None if nothing was launched."""
-    run = require_run(session, run_id)
-    if run.status in RUN_FINISHED:
-        raise ConflictError(f"run {run_id} is {run.status}")
-    stage = prepare_launch(session, run)
-    commit_and_send(session, [stage] if stage else [], launcher)
-    return stage
+def mark_cancelled(session: Session, run: Run) -> list[str]:
+    """Mark `run` and its unfinished stages cancelled (flushes); the task ids to revoke.
 
-
-def cancel_run(session: Session, run_id: int, launcher: Launcher) -> Run:
-    """Mark the run and its unfinished stages cancelled, COMMIT, revoke their tasks.
-
-    The worker polls `heartbeat`/`is_run_cancelled` and kills the stage's process group. A sweep
-    child frees a slot, so waiting siblings are launched. Cancelling a cancelled run is a no-op.
+    ConflictError if the run already finished. The caller (`backend.lifecycle.cancel_run`)
+    commits, revokes and refills the sweep's slots.
     """
-    run = require_run(session, run_id)
-    if run.status == "cancelled":
-        return run
     if run.status in RUN_FINISHED:
-        raise ConflictError(f"run {run_id} is already {run.status}")
+        raise ConflictError(f"run {run.id} is already {run.status}")
     now = utcnow()
     active = session.scalars(
-        select(Stage).where(Stage.run_id == run_id, Stage.status.in_(("queued", "running")))
+        select(Stage).where(Stage.run_id == run.id, Stage.status.in_(("queued", "running")))
     ).all()
     task_ids = [s.task_id for s in active if s.task_id]
     execute_update(
         session,
         update(Stage)
-        .where(Stage.run_id == run_id, Stage.status.in_(("pending", "queued", "running")))
+        .where(Stage.run_id == run.id, Stage.status.in_(("pending", "queued", "running")))
         .values(status="cancelled", finished_at=now),
-        (Stage, {"run_id": run_id}),
+        (Stage, {"run_id": run.id}),
     )
     run.status = "cancelled"
     run.finished_at = now
-    session.commit()
-    launcher.revoke(task_ids)
-    if run.sweep_id is not None:
-        from backend.store.sweeps import launch_waiting_sweep_runs
-
-        launch_waiting_sweep_runs(session, run.sweep_id, launcher)
-    session.refresh(run)
-    return run
+    session.flush()
+    return task_ids
 
 
-def resume_run(session: Session, run_id: int, launcher: Launcher) -> Run:
-    """Continue a failed or cancelled run from its first stage that did not succeed.
+def reset_for_resume(session: Session, run: Run) -> None:
+    """Put a failed or cancelled run back to queued, never launched (flushes).
 
-    Unfinished stages go back to pending (their attempt counters are kept); a sweep child
-    waits for a free slot like its never-launched siblings.
+    Unfinished stages go back to pending (their attempt counters are kept) and the iterations
+    from the first open one on are reopened. ConflictError for any other status. The caller
+    (`backend.lifecycle.resume_run`) launches it.
     """
-    run = require_run(session, run_id)
     if run.status not in ("failed", "cancelled"):
-        raise ConflictError(f"run {run_id} is {run.status}; only failed or cancelled runs resume")
+        raise ConflictError(f"run {run.id} is {run.status}; only failed or cancelled runs resume")
     execute_update(
         session,
         update(Stage)
-        .where(Stage.run_id == run_id, Stage.status.not_in(STAGE_DONE))
+        .where(Stage.run_id == run.id, Stage.status.not_in(STAGE_DONE))
         .values(
             status="pending",
             progress=0.0,
@@ -250,30 +232,20 @@ def resume_run(session: Session, run_id: int, launcher: Launcher) -> Run:
             finished_at=None,
             queued_at=None,
         ),
-        (Stage, {"run_id": run_id}),
+        (Stage, {"run_id": run.id}),
     )
     execute_update(
         session,
         update(Iteration)
-        .where(Iteration.run_id == run_id, Iteration.index >= _first_open_iteration(session, run_id))
+        .where(Iteration.run_id == run.id, Iteration.index >= _first_open_iteration(session, run.id))
         .values(finished_at=None),
-        (Iteration, {"run_id": run_id}),
+        (Iteration, {"run_id": run.id}),
     )
     run.status = "queued"
     run.error = None
     run.finished_at = None
     run.launched_at = None
     session.flush()
-    if run.sweep_id is not None:
-        from backend.store.sweeps import launch_waiting_sweep_runs
-
-        session.commit()
-        launch_waiting_sweep_runs(session, run.sweep_id, launcher)
-    else:
-        stage = prepare_launch(session, run)
-        commit_and_send(session, [stage] if stage else [], launcher)
-    session.refresh(run)
-    return run
 
 
 def _first_open_iteration(session: Session, run_id: int) -> int:

@@ -3,7 +3,7 @@
     pending ─queue─▶ queued ─claim─▶ running ─complete─▶ succeeded
                        ▲               │ ├─fail────▶ failed (the run fails too)
                        └──requeue/retry┘ └─skip────▶ skipped
-    any unfinished ─cancel_run─▶ cancelled
+    any unfinished ─cancel (backend.lifecycle)─▶ cancelled
 
 A guard that does not match returns None/False instead of raising: a duplicate Celery delivery
 or a stale worker simply finds nothing to do. `attempt` is a fencing token: a worker that was
@@ -138,13 +138,6 @@ def heartbeat(
         .values(**values)
     )
     return execute_update(session, beat, (Stage, {"id": stage_id})) == 1
-
-
-def set_stage_pid(session: Session, stage_id: int, pid: int | None) -> None:
-    """Remember the stage child's pid (= its process group id) for cancellation and tests."""
-    execute_update(
-        session, update(Stage).where(Stage.id == stage_id).values(pid=pid), (Stage, {"id": stage_id})
-    )
 
 
 def _after_done(session: Session, stage: Stage) -> None:

@@ -1,8 +1,9 @@
 """Sweeps: a base config times a grid of overrides, run with bounded concurrency.
 
 Every grid point becomes a child run at creation (so the sweep page shows the whole grid), but
-only `max_concurrent` of them are launched; `launch_waiting_sweep_runs` starts more whenever a
-child leaves the active set (the worker calls it when a run finishes, the API on cancel).
+only `max_concurrent` of them are launched; `backend.lifecycle.launch_waiting_sweep_runs` starts
+more whenever a child leaves the active set (the worker calls it when a run finishes, the API on
+cancel), taking them from `runs_for_free_slots`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from aipo_core.config import RunConfig, with_overrides
-from backend.launcher import Launcher
-from backend.store.launching import commit_and_send
-from backend.store.models import Run, Stage, Sweep
-from backend.store.runs import create_run, prepare_launch
+from backend.store.models import Run, Sweep
+from backend.store.runs import create_run
 
 MAX_GRID_POINTS = 256
 MAX_VALUES_PER_KEY = 64  # also the request schema's bound (backend.schemas.SweepCreate)
@@ -114,35 +113,28 @@ def _is_active_child() -> Any:
     return or_(Run.status == "running", and_(Run.status == "queued", Run.launched_at.is_not(None)))
 
 
-def launch_waiting_sweep_runs(session: Session, sweep_id: int, launcher: Launcher | None = None) -> list[int]:
-    """Launch waiting children while fewer than `max_concurrent` are active; COMMITS, then enqueues.
+def runs_for_free_slots(session: Session, sweep_id: int) -> list[Run]:
+    """The never-launched children that fit into the sweep's free slots, oldest first.
 
-    Returns the launched run ids. The sweep row is locked (PostgreSQL) / the write lock is held
-    (SQLite) while counting, so two workers finishing children at once cannot overshoot the bound.
-    `launcher=None` uses the process-wide Celery launcher.
+    Locks the sweep row (PostgreSQL) / takes the write lock (SQLite) while counting, so two
+    workers finishing children at once cannot overshoot `max_concurrent`; the caller
+    (`backend.lifecycle.launch_waiting_sweep_runs`) launches them and commits, which releases it.
     """
-    if launcher is None:
-        from backend.launcher import get_launcher
-
-        launcher = get_launcher()
     sweep = session.scalars(select(Sweep).where(Sweep.id == sweep_id).with_for_update()).first()
     if sweep is None:
         return []
     active = session.scalar(select(func.count()).where(Run.sweep_id == sweep_id, _is_active_child())) or 0
     free = sweep.max_concurrent - active
-    waiting: list[Run] = []
-    if free > 0:
-        waiting = list(
-            session.scalars(
-                select(Run)
-                .where(Run.sweep_id == sweep_id, Run.status == "queued", Run.launched_at.is_(None))
-                .order_by(Run.id)
-                .limit(free)
-            ).all()
-        )
-    stages: list[Stage] = [stage for run in waiting if (stage := prepare_launch(session, run)) is not None]
-    commit_and_send(session, stages, launcher)
-    return [run.id for run in waiting]
+    if free <= 0:
+        return []
+    return list(
+        session.scalars(
+            select(Run)
+            .where(Run.sweep_id == sweep_id, Run.status == "queued", Run.launched_at.is_(None))
+            .order_by(Run.id)
+            .limit(free)
+        ).all()
+    )
 
 
 def sweeps_with_waiting_runs(session: Session) -> list[int]:

@@ -1,4 +1,4 @@
-"""The `aipo` verbs that need no services: winrate (contract of DESIGN.md §3) and validate."""
+"""The `aipo` verbs that need no services: winrate (contract of docs/architecture.md §9) and validate."""
 
 import json
 

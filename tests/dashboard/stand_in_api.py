@@ -1,6 +1,6 @@
 """A stand-in for the AIPO API, for dashboard tests only: canned data behind real HTTP.
 
-Routes follow DESIGN.md §3 and answer through the backend's own response models
+Routes follow docs/architecture.md §9 and answer through the backend's own response models
 (`backend.schemas`), so a schema change in the backend makes these tests fail instead of
 letting the dashboard drift. The data is small and hand-made: six runs (one finished AIPO
 run, one running DPO run, a 2×2 alpha × lambda_ sweep), stages, metrics, pairs, eval samples.

@@ -91,6 +91,21 @@ def crashing(
     os._exit(7)
 
 
+def unserialisable(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Returns a summary that JSON cannot hold (a stage bug, not a crash)."""
+    return {"seconds": 1.0, "model": object()}
+
+
 def _pair(i: int) -> dict[str, Any]:
     return {
         "id": f"p{i}", "prompt": [{"role": "user", "content": f"question {i}"}],

@@ -13,12 +13,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from backend.db import session_scope
+from backend.lifecycle import cancel_run, launch_run, launch_waiting_sweep_runs
 from backend.settings import Settings
 from backend.store.metrics import metric_history
 from backend.store.models import EvalSample, Metric, Pair, Run, Stage
-from backend.store.runs import cancel_run, launch_run
 from backend.store.stages import list_stages
-from backend.store.sweeps import create_sweep, launch_waiting_sweep_runs
+from backend.store.sweeps import create_sweep
 from worker.execution import execute_stage
 from worker.stage_process import group_alive
 

@@ -16,11 +16,11 @@ from sqlalchemy import func, select, update
 from aipo_core import artifacts
 from backend.db import session_scope
 from backend.launcher import CeleryLauncher
+from backend.lifecycle import launch_run
 from backend.settings import Settings
 from backend.store.models import Metric, Pair, Stage, utcnow
-from backend.store.runs import launch_run
 from backend.store.stages import claim_stage, list_stages
-from worker.execution import ClaimedStage
+from worker.claimed import ClaimedStage
 from worker.finalize import record_success
 
 from .conftest import drain_wakeups, new_run, tiny_config

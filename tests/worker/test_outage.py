@@ -25,9 +25,9 @@ from sqlalchemy.engine import make_url
 from aipo_core import artifacts
 from backend.db import session_scope
 from backend.launcher import CeleryLauncher
+from backend.lifecycle import launch_run
 from backend.store.metrics import metric_history
 from backend.store.models import Metric, Stage
-from backend.store.runs import launch_run
 from backend.store.stages import get_stage
 from worker.execution import execute_stage
 from worker.options import WorkerOptions

@@ -11,9 +11,9 @@ from sqlalchemy import text, update
 
 from backend.db import get_sessionmaker, session_scope
 from backend.launcher import CeleryLauncher
+from backend.lifecycle import launch_run
 from backend.settings import Settings
 from backend.store.models import Run, Stage, utcnow
-from backend.store.runs import launch_run
 from backend.store.stages import claim_stage, heartbeat
 from backend.store.sweeps import create_sweep
 from worker.options import WorkerOptions

@@ -27,7 +27,7 @@ def _config(**overrides) -> RunConfig:
 
 
 def test_the_worker_refuses_a_hub_model_off_the_allow_list_before_loading(store: Settings, launcher) -> None:
-    from backend.store.runs import launch_run
+    from backend.lifecycle import launch_run
 
     run_id = new_run(_config(model="evil/phi-2"))
     with session_scope() as session:
@@ -67,3 +67,23 @@ def test_the_stage_runner_refuses_paths_outside_the_data_roots(tmp_path: Path) -
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["ok"] is False and "ConfigRefused" in result["error"]
     assert "prompt_pool: local path nosuchdir/../" in result["error"] and "/etc/passwd" in result["error"]
+
+
+def test_a_summary_that_is_not_json_is_the_stages_error_not_a_crash(tmp_path: Path) -> None:
+    """The result is written durably (aipo_core.artifacts) or not at all: an unserialisable
+    summary becomes an error result, which the supervisor does not retry like a crash."""
+    spec = {
+        "entry": "tests.worker.stage_bodies:unserialisable",
+        "stage": "rank",
+        "config": _config().model_dump(mode="json"),
+        "artifact_root": str(tmp_path / "artifacts"),
+        "run_id": "1",
+        "iteration": 0,
+        "events": str(tmp_path / "events.jsonl"),
+        "result": str(tmp_path / "result.json"),
+    }
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert execute(str(tmp_path / "spec.json")) == 1
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result == {"ok": False, "error": "TypeError: Object of type object is not JSON serializable"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["events.jsonl", "result.json", "spec.json"]

@@ -1,5 +1,6 @@
-"""Idempotency-Key on POST /runs and POST /sweeps, on SQLite and PostgreSQL: replays, conflicts,
-expiry, scopes, and 20 concurrent submissions with one key through a real uvicorn server."""
+"""Idempotency-Key on POST /runs, POST /runs/{id}/clone and POST /sweeps, on SQLite and
+PostgreSQL: replays, conflicts, expiry, scopes, and 20 concurrent submissions with one key
+through a real uvicorn server."""
 
 from __future__ import annotations
 
@@ -140,6 +141,60 @@ def test_sweeps_replay_and_conflict(api: Api) -> None:
     assert reused_for_a_run.status_code == 409
 
 
+def post_clone(api: Api, run_id: int, overrides: dict, key: str | None) -> httpx.Response:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return api.client.post(f"/api/v1/runs/{run_id}/clone", json={"overrides": overrides}, headers=headers)
+
+
+def test_clone_with_the_same_key_source_and_overrides_returns_the_first_clone(api: Api) -> None:
+    parent = post_run(api, run_config(), None).json()
+    key, sent, before = uuid.uuid4().hex, len(api.launcher.sent), count(api)
+    first = post_clone(api, parent["id"], {"objective.alpha": 0.03}, key)
+    again = post_clone(api, parent["id"], {"objective.alpha": 0.03}, key)
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and first.json()["parent_run_id"] == parent["id"]
+    assert first.json()["config"]["objective"]["alpha"] == 0.03
+    assert count(api) == before + 1 and len(api.launcher.sent) == sent + 1
+    # The same clone spelled differently (a default written out) is the same request.
+    spelled_out = post_clone(api, parent["id"], {"seed": 0, "objective.alpha": 0.03}, f'"{key}"')
+    assert spelled_out.status_code == 200 and spelled_out.json()["id"] == first.json()["id"]
+
+
+def test_clone_key_with_another_source_or_overrides_is_a_409(api: Api) -> None:
+    parent = post_run(api, run_config(), None).json()
+    other = post_run(api, run_config(seed=5), None).json()
+    key = "clone-" + uuid.uuid4().hex
+    assert post_clone(api, parent["id"], {"objective.alpha": 0.03}, key).status_code == 201
+    before = count(api)
+    attempts = ((parent["id"], {"objective.alpha": 0.07}), (other["id"], {"objective.alpha": 0.03}))
+    for source, overrides in attempts:
+        response = post_clone(api, source, overrides, key)
+        assert response.status_code == 409, (source, overrides)
+        assert key in response.json()["detail"] and "different request" in response.json()["detail"]
+    assert post_run(api, run_config(), key).status_code == 409  # nor for a fresh run
+    assert count(api) == before
+    run_key = uuid.uuid4().hex  # and a key of POST /runs is not a clone's
+    post_run(api, run_config(), run_key)
+    assert post_clone(api, parent["id"], {}, run_key).status_code == 409
+
+
+def test_clone_without_a_key_creates_a_clone_each_time(api: Api) -> None:
+    parent = post_run(api, run_config(), None).json()
+    before = count(api)
+    first, second = (post_clone(api, parent["id"], {}, None) for _ in range(2))
+    assert first.status_code == second.status_code == 201 and first.json()["id"] != second.json()["id"]
+    assert count(api) == before + 2
+
+
+def test_an_invalid_clone_is_a_422_and_does_not_hold_the_key(api: Api) -> None:
+    parent = post_run(api, run_config(), None).json()
+    key, before = uuid.uuid4().hex, count(api)
+    refused = post_clone(api, parent["id"], {"objective.alpha": -1.0}, key)
+    assert refused.status_code == 422 and count(api) == before
+    assert post_clone(api, parent["id"], {"objective.alpha": 0.03}, key).status_code == 201
+
+
 # ----------------------------------------------------------------------------- concurrency
 
 
@@ -175,3 +230,26 @@ def test_concurrent_submissions_with_one_key_create_one_run(server: str, db_url:
 
     conflicting = httpx.post(f"{server}/api/v1/runs", json={**body, "seed": 1}, headers=headers, timeout=30)
     assert conflicting.status_code == 409 and key in conflicting.json()["detail"]
+
+
+def test_concurrent_clones_with_one_key_create_one_clone(server: str, db_url: str) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    name = f"clone-race-{uuid.uuid4().hex[:6]}"
+    parent = httpx.post(f"{server}/api/v1/runs", json=run_config(name=name), headers=auth, timeout=30).json()
+    headers = {**auth, "Idempotency-Key": uuid.uuid4().hex}
+    body = {"overrides": {"objective.alpha": 0.03}}
+    barrier = threading.Barrier(CONCURRENT)
+
+    def clone(_: int) -> tuple[int, int]:
+        with httpx.Client(base_url=server, headers=headers, timeout=120) as http:
+            barrier.wait()
+            response = http.post(f"/api/v1/runs/{parent['id']}/clone", json=body)
+        return response.status_code, response.json()["id"]
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        results = list(pool.map(clone, range(CONCURRENT)))
+    assert sorted(status for status, _ in results) == [200] * (CONCURRENT - 1) + [201]
+    assert len({run_id for _, run_id in results}) == 1
+    with get_sessionmaker(db_url)() as session:
+        clones = select(func.count()).select_from(Run).where(Run.parent_run_id == parent["id"])
+        assert session.scalar(clones) == 1

@@ -6,7 +6,8 @@ import time
 import tracemalloc
 
 from backend.db import get_sessionmaker
-from backend.store import runs, stages, sweeps
+from backend.lifecycle import launch_waiting_sweep_runs
+from backend.store import runs, stages
 from tests.backend.conftest import Api, run_config
 
 GRID = {"objective.alpha": [0.03, 0.05, 0.07], "objective.lambda_": [0.2, 0.5]}
@@ -28,7 +29,7 @@ def test_sweep_creates_one_child_per_point_and_bounds_concurrency(api: Api) -> N
     launched = [r for r in sweep["runs"] if r["launched_at"] is not None]
     assert len(launched) == 2 and len(api.launcher.sent) == 2
 
-    # The worker finishes one child and calls the store function: exactly one more starts.
+    # The worker finishes one child and calls the lifecycle function: exactly one more starts.
     with get_sessionmaker(api.settings.resolved_database_url)() as session:
         stage = runs.first_open_stage(session, launched[0]["id"])
         while stage is not None:
@@ -36,7 +37,7 @@ def test_sweep_creates_one_child_per_point_and_bounds_concurrency(api: Api) -> N
             stages.complete_stage(session, stage.id)
             stage = stages.next_stage(session, stage.id)
         session.commit()
-        assert len(sweeps.launch_waiting_sweep_runs(session, sweep["id"], api.launcher)) == 1
+        assert len(launch_waiting_sweep_runs(session, sweep["id"], api.launcher)) == 1
     # Cancelling a child over HTTP frees its slot too.
     api.client.post(f"/api/v1/runs/{launched[1]['id']}/cancel")
     again = api.client.get(f"/api/v1/sweeps/{sweep['id']}").json()

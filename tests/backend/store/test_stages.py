@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import update
 
+from backend.lifecycle import launch_run
 from backend.store import runs, stages
 from backend.store.models import Stage, utcnow
 from tests.backend.conftest import RecordingLauncher, small_config
@@ -13,7 +14,7 @@ from tests.backend.conftest import RecordingLauncher, small_config
 
 def launched(session, launcher, **config):
     run = runs.create_run(session, small_config(**config))
-    return run, runs.launch_run(session, run.id, launcher)
+    return run, launch_run(session, run.id, launcher)
 
 
 def test_claim_is_exclusive_and_increments_attempt(session, launcher: RecordingLauncher) -> None:

@@ -1,4 +1,4 @@
-"""Sweeps: grid expansion, validation of every point, the concurrency bound."""
+"""Sweeps: grid expansion and validation of every point (the concurrency bound: test_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import tracemalloc
 
 import pytest
 
-from backend.store import runs, stages, sweeps
-from tests.backend.conftest import RecordingLauncher, small_config
+from backend.store import runs, sweeps
+from tests.backend.conftest import small_config
 
 GRID = {"objective.alpha": [0.03, 0.05, 0.07], "objective.lambda_": [0.2, 0.5]}
 
@@ -43,26 +43,16 @@ def test_an_invalid_point_names_itself() -> None:
     assert info.value.point == {"objective.alpha": -1.0}
 
 
-def finish(session, run_id: int) -> None:
-    stage = runs.first_open_stage(session, run_id)
-    while stage is not None:
-        stages.claim_stage(session, stage.id)
-        stages.complete_stage(session, stage.id)
-        stage = stages.next_stage(session, stage.id)
+def test_runs_for_free_slots_counts_launched_children_only(session) -> None:
+    grid = {"objective.alpha": [0.03, 0.05, 0.07]}
+    sweep = sweeps.create_sweep(session, "slots", small_config(iterations=1), grid, max_concurrent=2)
     session.commit()
-
-
-def test_concurrency_bound_and_launch_on_completion(session, launcher: RecordingLauncher) -> None:
-    sweep = sweeps.create_sweep(session, "grid", small_config(iterations=1), GRID, max_concurrent=2)
+    children = sorted(run.id for run in sweep.runs)
+    assert [run.id for run in sweeps.runs_for_free_slots(session, sweep.id)] == children[:2]
+    session.rollback()  # nothing launched: every child still waits
+    first = runs.get_run(session, children[0])
+    runs.prepare_launch(session, first)  # launched, queued: occupies a slot
     session.commit()
-    children = [r.id for r in sweep.runs]
-    assert len(children) == 6
-    assert [r.config["objective"]["alpha"] for r in sweep.runs] == [0.03, 0.03, 0.05, 0.05, 0.07, 0.07]
-    assert sweeps.launch_waiting_sweep_runs(session, sweep.id, launcher) == children[:2]
-    assert sweeps.launch_waiting_sweep_runs(session, sweep.id, launcher) == []  # bound reached
-    assert sweeps.sweeps_with_waiting_runs(session) and sweep.id in sweeps.sweeps_with_waiting_runs(session)
-    finish(session, children[0])
-    assert sweeps.launch_waiting_sweep_runs(session, sweep.id, launcher) == [children[2]]
-    runs.cancel_run(session, children[1], launcher)  # cancel frees a slot by itself
-    assert len({sid for _, sid, _ in launcher.sent}) == 4
-    assert sweeps.sweep_status_counts(session, sweep.id) == {"succeeded": 1, "cancelled": 1, "queued": 4}
+    assert [run.id for run in sweeps.runs_for_free_slots(session, sweep.id)] == [children[1]]
+    session.rollback()
+    assert sweeps.runs_for_free_slots(session, 10**6) == []
