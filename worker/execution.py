@@ -15,7 +15,10 @@ runs out (database unreachable) the child is stopped before anyone may take the 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from aipo_core.artifacts import discard_scratch, scratch_dir
 from backend.db import session_scope
@@ -114,10 +117,18 @@ def _run_attempt(
         return "lost"
     if result.stopped or result.outcome is None:
         return "stopped"
-    if result.outcome.ok:
-        done = record_success(claimed, result.outcome.summary, artifact_root=root, launcher=launcher)
-        return "succeeded" if done else "superseded"
-    record_failure(claimed, result.outcome, max_attempts=options.max_attempts, launcher=launcher)
+    outcome = result.outcome
+    if outcome.ok:
+        try:
+            done = record_success(claimed, outcome.summary, artifact_root=root, launcher=launcher)
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable: the reconciler retries once it is back
+        except Exception as exc:  # noqa: BLE001 - outputs the store refuses: retrying cannot help
+            log.exception("stage %d: storing its outputs failed", claimed.stage_id)
+            outcome = replace(outcome, ok=False, error=f"storing the stage's outputs failed: {exc}")
+        else:
+            return "succeeded" if done else "superseded"
+    record_failure(claimed, outcome, max_attempts=options.max_attempts, launcher=launcher)
     return "failed"
 
 

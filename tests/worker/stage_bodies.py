@@ -219,3 +219,24 @@ def exclusive(
         time.sleep(0.1)
     (scratch_dir / "output.json").write_text(json.dumps({"pid": os.getpid()}))
     return {"pid": os.getpid(), "steps": step}
+
+
+def unstorable_pairs(
+    stage: str,
+    config: RunConfig,
+    *,
+    artifact_root: Path,
+    run_id: str,
+    iteration: int,
+    sink: Callable[[dict], None] | None = None,
+    model_cache_dir: Path | None = None,
+    scratch_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The rank stage writes a pairs.jsonl the store refuses (a record without `rejected`)."""
+    from aipo_core.artifacts import write_jsonl_atomic
+
+    assert scratch_dir is not None
+    if stage == "rank":
+        bad = {k: v for k, v in _pair(0).items() if k != "rejected"}
+        write_jsonl_atomic(scratch_dir / "pairs.jsonl", [bad])
+    return {"count": 1}

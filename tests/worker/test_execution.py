@@ -103,6 +103,27 @@ def test_error_in_stage_body_fails_stage_and_run(store: Settings, launcher) -> N
     assert drain_wakeups(store) == []
 
 
+def test_outputs_the_store_refuses_fail_the_stage_with_the_reason(store: Settings, launcher) -> None:
+    """Not a crash to retry, nor a stage left running for the reconciler: the run fails, saying why."""
+    run_id = new_run()
+    pending, outcomes = [_launch(store, launcher, run_id)], {}
+    while pending:
+        task, stage_id = pending.pop(0)
+        outcomes[task] = _execute(
+            store, launcher, task, stage_id, "tests.worker.stage_bodies:unstorable_pairs"
+        )
+        pending.extend(drain_wakeups(store))
+    assert outcomes == {
+        "aipo.stage.self_instruct": "succeeded",
+        "aipo.stage.generate": "succeeded",
+        "aipo.stage.rank": "failed",
+    }
+    rank = next(s for s in list_stages_of(run_id) if s.name == "rank")
+    assert rank.status == "failed" and "storing the stage's outputs failed" in rank.error
+    assert "rejected" in rank.error and rank.attempt == 1
+    assert _run(run_id).status == "failed" and _count(Pair, run_id) == 0
+
+
 def test_crash_is_retried_until_the_budget_is_spent(store: Settings, launcher) -> None:
     settings = store.model_copy(update={"stage_max_attempts": 2})
     run_id = new_run()
