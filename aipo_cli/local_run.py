@@ -1,13 +1,14 @@
-"""`aipo run CONFIG --local`: Algorithm 1 in this process, with rich progress and a summary table."""
+"""`aipo run CONFIG --local`: Algorithm 1 in this process, with progress and a summary table."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from aipo_cli.progress import ProgressReporter, StageEvent, make_reporter
 from aipo_cli.summary import summary_rows, summary_table
 from aipo_core.access import ModelAccess
 from aipo_core.config import RunConfig
@@ -27,6 +28,34 @@ def iteration_rows(
     return summary_rows([s.to_dict() for s in summaries], pair_stats, benchmark)
 
 
+class _StageClock:
+    """Turns the pipeline's after-stage callbacks into start and end transitions: stages run in
+    `STAGES` order, so the next one starts when one ends."""
+
+    def __init__(self, reporter: ProgressReporter, iterations: int) -> None:
+        self.reporter, self.order = reporter, [(k, s) for k in range(iterations) for s in STAGES]
+        self.position, self.since = 0, time.monotonic()
+
+    def start_next(self) -> None:
+        if self.position < len(self.order):
+            k, stage = self.order[self.position]
+            self.since = time.monotonic()
+            self.reporter.transition(StageEvent(k, stage, "running"))
+
+    def ended(self, k: int, stage: str, summary: dict[str, Any]) -> None:
+        status = "skipped" if summary.get("skipped") else "succeeded"
+        self.reporter.transition(StageEvent(k, stage, status, time.monotonic() - self.since, summary))
+        self.position += 1
+        self.start_next()
+
+    def failed(self, error: BaseException) -> None:
+        if self.position < len(self.order):
+            k, stage = self.order[self.position]
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            elapsed = time.monotonic() - self.since
+            self.reporter.transition(StageEvent(k, stage, "failed", elapsed, error=reason))
+
+
 def run_local(
     config: RunConfig,
     *,
@@ -36,31 +65,32 @@ def run_local(
     console: Console,
     access: ModelAccess | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every iteration in-process; progress bars per stage; returns the summary rows."""
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.fields[note]}"))
-    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
-        overall = progress.add_task("run", total=config.iterations * len(STAGES), note=config.name)
-        current = progress.add_task("", total=1.0, note="")
+    """Run every iteration in-process, reporting each stage transition; returns the summary rows."""
+    benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else ""
+    reporter = make_reporter(console, total_stages=config.iterations * len(STAGES), benchmark=benchmark)
+    with reporter:
+        reporter.note(f"run {run_id} ({config.name}): {config.iterations} iterations, in this process")
+        stages = _StageClock(reporter, config.iterations)
 
         def sink(event: dict[str, Any]) -> None:
             if event.get("kind") == "progress":
-                progress.update(current, completed=event["fraction"], note=event.get("message", "")[:60])
+                reporter.update(event["fraction"], event.get("message", ""))
 
-        def on_stage(k: int, stage: str, summary: dict[str, Any]) -> None:
-            progress.advance(overall)
-            progress.update(current, description=f"iter {k}: after {stage}", completed=0.0)
-
-        history = run(
-            config,
-            artifact_root=artifact_root,
-            run_id=run_id,
-            sink=sink,
-            model_cache_dir=model_cache_dir,
-            on_stage=on_stage,
-            access=access,
-        )
+        stages.start_next()
+        try:
+            history = run(
+                config,
+                artifact_root=artifact_root,
+                run_id=run_id,
+                sink=sink,
+                model_cache_dir=model_cache_dir,
+                on_stage=stages.ended,
+                access=access,
+            )
+        except Exception as exc:
+            stages.failed(exc)
+            raise
     rows = iteration_rows(config, history, artifact_root=artifact_root, run_id=run_id)
-    benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else ""
     console.print(summary_table(rows, benchmark))
     console.print(f"artifacts: {artifact_root / 'runs' / run_id}")
     return rows
