@@ -46,7 +46,8 @@ def run_demo(*, api_port: int, dashboard_port: int, keep_running: bool | None, c
         benchmark = (config.get("evaluation", {}).get("benchmarks") or ["alpaca_eval"])[0]
         run = client.submit_run(config)
         console.print(
-            f"submitted run {run['id']} ({run['name']}): 2 iterations of AIPO on SmolLM2-135M-Instruct"
+            f"submitted run {run['id']} ({run['name']}): 2 iterations of AIPO on SmolLM2-135M-Instruct",
+            soft_wrap=True,  # one line in a log, whatever the console's width
         )
         run = follow_run(client, run["id"], console, benchmark=benchmark)
         console.print(iterations_table(client.iterations(run["id"]), benchmark))
