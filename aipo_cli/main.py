@@ -111,11 +111,12 @@ def validate(
     cfg = load_config(config)
     report = check_inputs(cfg, _local_access((home or aipo_home()).expanduser()))
     print_report(report, Console())
-    if show_config:
-        typer.echo(json.dumps(cfg.model_dump(), indent=2))
     if not report.ok:
         fields = ", ".join(check.field for check in report.errors)
         raise InputError(f"{config}: {fields} cannot be used (see above)", hint="")
+    typer.echo(f"{config}: valid, and everything it names can be used")
+    if show_config:
+        typer.echo(json.dumps(cfg.model_dump(), indent=2))
 
 
 @app.command("run")

@@ -52,6 +52,7 @@ def test_validate_passes_a_good_config_and_reports_each_field(tmp_path) -> None:
         "evaluation.benchmarks": "ok",
     }
     assert "2 prompts" in result.stdout and "alpaca_eval 32/805" in result.stdout
+    assert f"{tmp_path / 'run.yaml'}: valid, and everything it names can be used" in result.stdout
     shown = json.loads(result.stdout[result.stdout.index("{") :])
     assert shown["training"]["batch_size"] == 8  # every default filled in
 
