@@ -9,6 +9,8 @@ terminal (`sys.stdout.isatty()` for the default console):
   but one line per stage transition, flushed at once:
   ``[  2:41] iter 0  rank           succeeded   0:38  8 pairs, agreement 0.62``
   (time since following began, iteration, stage, status, the stage's duration, its key metric).
+  A long stage also gets a `…` line with its progress when that changed, at most once a minute,
+  so a log (and a CI job's inactivity timeout) sees a stage that takes many minutes move.
 
 Callers report transitions (`StageEvent`: a stage started, ended, was skipped or failed) and, for
 the live bars only, progress inside a stage (`update`).
@@ -146,8 +148,31 @@ class PlainReporter(ProgressReporter):
     """One line per transition, written straight to the console's file and flushed: no bar, no
     wrapping at the console's width, nothing held back by buffering."""
 
+    #: Least time between two lines about one stage's progress.
+    PROGRESS_EVERY_S = 60.0
+
+    def __init__(self, console: Console, *, total_stages: int | None = None, benchmark: str = "alpaca_eval"):
+        super().__init__(console, total_stages=total_stages, benchmark=benchmark)
+        self._running: StageEvent | None = None
+        self._last_line = time.monotonic()
+        self._last_progress: tuple[float, str] | None = None
+
     def _show(self, event: StageEvent) -> None:
+        self._running = event if event.status == "running" else None
+        self._last_progress = None
         self._write(self.line(event))
+
+    def update(self, fraction: float, message: str = "") -> None:
+        """A `…` line for the running stage when its progress changed and a minute has passed."""
+        now = time.monotonic()
+        if self._running is None or (fraction, message) == self._last_progress:
+            return
+        if now - self._last_line < self.PROGRESS_EVERY_S:
+            return
+        self._last_progress = (fraction, message)
+        since, event = clock(now - self.started), self._running
+        where = f"[{since:>7}] iter {event.iteration:<2} {event.stage:<14} {'…':<10}"
+        self._write(f"{where} {fraction:>6.0%}  {message}".rstrip())
 
     def note(self, text: str) -> None:
         self._write(text)
@@ -156,6 +181,7 @@ class PlainReporter(ProgressReporter):
         out: IO[str] = self.console.file
         out.write(text + "\n")
         out.flush()
+        self._last_line = time.monotonic()
 
 
 class LiveReporter(ProgressReporter):

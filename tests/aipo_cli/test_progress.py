@@ -102,3 +102,23 @@ def test_the_live_bar_is_for_terminals_only() -> None:
         finally:
             reporter.close()
     os.close(leader)
+
+
+def test_a_long_stage_gets_a_progress_line_at_most_once_a_minute(monkeypatch) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("aipo_cli.progress.time.monotonic", lambda: now[0])
+    out = io.StringIO()
+    reporter = PlainReporter(Console(file=out))
+    reporter.transition(StageEvent(0, "generate", "running"))
+    reporter.update(0.25, "generate: 2/8 prompts")  # too soon after the transition line
+    now[0] += 61
+    reporter.update(0.5, "generate: 4/8 prompts")
+    reporter.update(0.75, "generate: 6/8 prompts")  # too soon after the last line
+    now[0] += 61
+    reporter.update(0.5, "generate: 4/8 prompts")  # unchanged since the last line: nothing new
+    reporter.transition(StageEvent(0, "generate", "succeeded", 122, {"prompts": 8}))
+    now[0] += 61
+    reporter.update(1.0, "generate done")  # no stage is running
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and transitions(out.getvalue())[1][2] == "succeeded"
+    assert re.fullmatch(r"\[\s*1:01\] iter 0  generate\s+…\s+50%  generate: 4/8 prompts", lines[1])
