@@ -1,5 +1,6 @@
-"""`aipo demo`: the embedded stack, a 2-iteration AIPO run on SmolLM2-135M, a progress bar,
-a per-iteration summary table and the dashboard URL."""
+"""`aipo demo`: the embedded stack, a 2-iteration AIPO run on SmolLM2-135M, its progress (a live
+bar on a terminal, one line per stage transition elsewhere), a per-iteration summary table and the
+dashboard URL."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from typing import Any
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aipo_cli.api import ApiClient
+from aipo_cli.follow import TERMINAL, follow_run
 from aipo_cli.summary import summary_rows, summary_table
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+__all__ = ["TERMINAL", "demo_config", "follow_run", "iterations_table", "run_demo"]
 
 
 def demo_config() -> dict[str, Any]:
@@ -34,25 +35,6 @@ def iterations_table(iterations: dict[str, Any], benchmark: str = "alpaca_eval")
     return summary_table(summary_rows(evaluations, pair_stats, benchmark), benchmark)
 
 
-def follow_run(client: ApiClient, run_id: int, console: Console, poll_s: float = 2.0) -> dict[str, Any]:
-    """Poll the run until it ends, drawing one bar over all its stages."""
-    columns = (TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"))
-    with Progress(*columns, TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("queued", total=1.0)
-        while True:
-            run = client.get_run(run_id)
-            progress = run.get("progress") or {}
-            where = (
-                f"iter {progress.get('current_iteration')}: {progress.get('current_stage')}"
-                if progress.get("current_stage")
-                else run["status"]
-            )
-            bar.update(task, completed=progress.get("fraction") or 0.0, description=where)
-            if run["status"] in TERMINAL:
-                return run
-            time.sleep(poll_s)
-
-
 def run_demo(*, api_port: int, dashboard_port: int, keep_running: bool | None, console: Console) -> int:
     from aipo_cli.services import describe, running_stack
 
@@ -60,12 +42,15 @@ def run_demo(*, api_port: int, dashboard_port: int, keep_running: bool | None, c
     with running_stack(api_port=api_port, dashboard_port=dashboard_port) as stack:
         console.print(describe(stack))
         client = ApiClient(stack.api_url, stack.token)
-        run = client.submit_run(demo_config())
+        config = demo_config()
+        benchmark = (config.get("evaluation", {}).get("benchmarks") or ["alpaca_eval"])[0]
+        run = client.submit_run(config)
         console.print(
-            f"submitted run {run['id']} ({run['name']}): 2 iterations of AIPO on SmolLM2-135M-Instruct"
+            f"submitted run {run['id']} ({run['name']}): 2 iterations of AIPO on SmolLM2-135M-Instruct",
+            soft_wrap=True,  # one line in a log, whatever the console's width
         )
-        run = follow_run(client, run["id"], console)
-        console.print(iterations_table(client.iterations(run["id"])))
+        run = follow_run(client, run["id"], console, benchmark=benchmark)
+        console.print(iterations_table(client.iterations(run["id"]), benchmark))
         if run["status"] != "succeeded":
             console.print(f"[red]run {run['status']}[/red]: {run.get('error')}")
         link = (

@@ -2,7 +2,10 @@
 
 Each verb imports its implementation lazily so `aipo winrate` does not pay for torch, and this
 composition root is the only place that knows every package. Environment variables are read
-here (and in backend settings), never in aipo_core.
+here (and in backend settings), never in aipo_core. Failures a user can fix (an invalid config,
+a malformed data file, an unreachable API …) are raised as `aipo_cli.errors.UserError`s or mapped
+onto them by the app's command class: one message with a hint and exit status 2; `--debug` shows
+the traceback.
 """
 
 from __future__ import annotations
@@ -11,15 +14,24 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from aipo_cli.errors import DEBUG_KEY, AipoGroup, ConfigError, InputError, RunFailed, UserError, config_error
+
 if TYPE_CHECKING:
     from aipo_core.access import ModelAccess
+    from aipo_core.config import RunConfig
+    from aipo_core.inputs import InputReport
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="AIPO Lab: iterative preference optimisation."
+    cls=AipoGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    help="AIPO Lab: iterative preference optimisation.",
+    # A traceback's locals would show tokens (the API client's headers, settings).
+    pretty_exceptions_show_locals=False,
 )
 
 ConfigPath = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Run config (YAML or JSON)")]
@@ -29,7 +41,20 @@ def aipo_home() -> Path:
     return Path(os.environ.get("AIPO_HOME", "~/.aipo")).expanduser()
 
 
-def _load_config_or_exit(path: Path):
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of any error (also AIPO_DEBUG=1).")
+    ] = False,
+) -> None:
+    """AIPO Lab: iterative preference optimisation."""
+    ctx.meta[DEBUG_KEY] = debug
+
+
+def load_config(path: Path) -> RunConfig:
+    """The validated run config at `path`; ConfigError naming the file and each bad field."""
+    import yaml
     from pydantic import ValidationError
 
     from aipo_core.config import load_run_config
@@ -37,12 +62,25 @@ def _load_config_or_exit(path: Path):
     try:
         return load_run_config(path)
     except ValidationError as exc:
-        for err in exc.errors():
-            typer.echo(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}", err=True)
-        raise typer.Exit(2) from None
-    except (ValueError, OSError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        raise config_error(path, exc.errors()) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _refused_inputs(config_path: Path, report: InputReport) -> InputError:
+    """One problem as the error itself (`initial_pairs: file.jsonl:6: missing field …`); several
+    as a list under the config's name."""
+    lines = [f"{'.'.join(p.loc)}: {p.message}" for p in report.problems()]
+    if len(lines) == 1:
+        return InputError(lines[0])
+    fields = ", ".join(check.field for check in report.errors)
+    return InputError(f"{config_path}: {fields} cannot be used", details=lines)
 
 
 def _quiet_libraries() -> None:
@@ -56,9 +94,29 @@ def _quiet_libraries() -> None:
 
 
 @app.command()
-def validate(config: ConfigPath) -> None:
-    """Validate a run config and print it with every default filled in."""
-    typer.echo(json.dumps(_load_config_or_exit(config).model_dump(), indent=2))
+def validate(
+    config: ConfigPath,
+    show_config: Annotated[
+        bool, typer.Option("--show-config", help="Also print the config with every default filled in.")
+    ] = False,
+    home: Annotated[Path | None, typer.Option(help="Data folder (default $AIPO_HOME or ~/.aipo).")] = None,
+) -> None:
+    """Check a run config and everything it points to: every row of its data files, its models
+    and benchmarks. Exit 2 naming the first bad rows (file:line) when something cannot be used."""
+    from rich.console import Console
+
+    from aipo_cli.validation import print_report
+    from aipo_core.inputs import check_inputs
+
+    cfg = load_config(config)
+    report = check_inputs(cfg, _local_access((home or aipo_home()).expanduser()))
+    print_report(report, Console())
+    if not report.ok:
+        fields = ", ".join(check.field for check in report.errors)
+        raise InputError(f"{config}: {fields} cannot be used (see above)", hint="")
+    typer.echo(f"{config}: valid, and everything it names can be used")
+    if show_config:
+        typer.echo(json.dumps(cfg.model_dump(), indent=2))
 
 
 @app.command("run")
@@ -72,29 +130,26 @@ def run_command(
 ) -> None:
     """Run a config. With --local: in-process, resumable by --run-id; otherwise use `aipo submit`."""
     if not local:
-        typer.echo("without --local a run goes to the server: use `aipo submit CONFIG`", err=True)
-        raise typer.Exit(2)
+        raise UserError(
+            "without --local a run goes to a server",
+            hint="`aipo submit CONFIG --wait` sends it and follows it",
+        )
     from rich.console import Console
 
     from aipo_cli.local_run import run_local
-    from aipo_core.access import AccessError
+    from aipo_core.inputs import check_inputs
 
-    _quiet_libraries()
-    cfg = _load_config_or_exit(config)
+    cfg = load_config(config)
     root = (home or aipo_home()).expanduser()
+    access = _local_access(root)
+    report = check_inputs(cfg, access)  # every row now, not at the stage that reads it
+    if not report.ok:
+        raise _refused_inputs(config, report)
+    _quiet_libraries()
     rid = run_id or re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name) + "-local"
-    try:
-        run_local(
-            cfg,
-            artifact_root=root,
-            run_id=rid,
-            model_cache_dir=root / "models",
-            console=Console(),
-            access=_local_access(root),
-        )
-    except AccessError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+    run_local(
+        cfg, artifact_root=root, run_id=rid, model_cache_dir=root / "models", console=Console(), access=access
+    )
 
 
 def _local_access(home: Path) -> ModelAccess:
@@ -133,8 +188,7 @@ def winrate(
     try:
         report = winrate_from_annotations_file(file, format=format, judge=judge, baseline=baseline)
     except (ValueError, OSError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc), hint="`aipo winrate --help` lists the formats") from None
     typer.echo(json.dumps(report))
 
 
@@ -165,11 +219,21 @@ def submit(
             "a script may run this command again for the same submission."
         ),
     ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow the run until it ends (progress on stderr); exit 0 if it succeeded, 1 if not.",
+        ),
+    ] = False,
 ) -> None:
-    """Submit a run config over HTTP and print the created run as JSON (retries never duplicate it)."""
-    from aipo_cli.api import DEFAULT_API, ApiClient, ApiError, default_token
+    """Submit a run config over HTTP and print the run as JSON (retries never duplicate it).
 
-    cfg = _load_config_or_exit(config)
+    With --wait, the JSON is printed once the run has ended, with its final status.
+    """
+    from aipo_cli.api import DEFAULT_API, ApiClient, default_token
+
+    cfg = load_config(config)
     client = ApiClient(
         api or os.environ.get("AIPO_API_URL", DEFAULT_API), token or default_token(aipo_home())
     )
@@ -184,16 +248,42 @@ def submit(
             return
         local_pairs = Path(cfg.initial_pairs).expanduser() if cfg.initial_pairs else None
         if upload_pairs and local_pairs is not None and local_pairs.is_file():
+            _check_local_pairs(config, local_pairs)
             stored = client.upload_pairs(local_pairs)
             typer.echo(f"uploaded {local_pairs} ({stored['pairs']} pairs) as {stored['path']}", err=True)
             body["initial_pairs"] = stored["path"]
         run = client.submit_run(body, idempotency_key=idempotency_key)
-    except ApiError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(1) from None
+        if wait:
+            run = _wait_for(client, run, cfg)
     finally:
         client.close()
-    typer.echo(json.dumps({k: run[k] for k in ("id", "name", "status") if k in run}))
+    typer.echo(json.dumps({k: run[k] for k in ("id", "name", "status", "error") if k in run}))
+    if wait and run["status"] != "succeeded":
+        raise typer.Exit(RunFailed.exit_code)
+
+
+def _check_local_pairs(config_path: Path, pairs: Path) -> None:
+    """Every row of a pairs file before uploading it: a bad line is named here, not after the upload."""
+    from aipo_core.inputs import check_initial_pairs
+
+    check = check_initial_pairs(str(pairs), _local_access(aipo_home()), None, 5)
+    if check.verdict == "error":
+        raise InputError(
+            f"{config_path}: initial_pairs cannot be used ({check.detail})",
+            details=[str(row) for row in check.bad_rows],
+        )
+
+
+def _wait_for(client: Any, run: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """Follow `run` to its end, its progress on stderr (live on a terminal, plain lines elsewhere)."""
+    from rich.console import Console
+
+    from aipo_cli.follow import follow_run
+
+    progress = Console(stderr=True)
+    progress.print(f"submitted run {run['id']} ({run['name']}); following it (Ctrl-C stops following only)")
+    benchmark = config.evaluation.benchmarks[0] if config.evaluation.benchmarks else "alpaca_eval"
+    return follow_run(client, run["id"], progress, benchmark=benchmark)
 
 
 @app.command()
@@ -216,6 +306,21 @@ def demo(
             api_port=api_port, dashboard_port=dashboard_port, keep_running=keep_running, console=Console()
         )
     )
+
+
+@app.command()
+def doctor() -> None:
+    """Check this machine: Python and packages, torch and its GPUs, AIPO_HOME, the database, the
+    broker and migrations (AIPO_DATABASE_URL / AIPO_BROKER_URL), the bundled model, Chromium.
+
+    One line per check: ok, warn, or fail; exit 1 if anything required fails.
+    """
+    from rich.console import Console
+
+    from aipo_cli.doctor import doctor as run_doctor
+    from backend.settings import Settings
+
+    raise typer.Exit(run_doctor(Settings(), Console()))
 
 
 def _register_service_verbs() -> None:

@@ -14,8 +14,10 @@ sign in with their own token (`login` mode) and is never given the server's toke
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +30,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from aipo_cli.errors import PortInUse, ServiceUnavailable, StackFailed, UserError
 from backend.home import PRIVATE_UMASK, ensure_private_dir, secure_tree
 from backend.settings import Settings
 
@@ -162,6 +165,11 @@ def start_stack(
     auth_mode = dashboard_auth_mode(dashboard_host, dashboard_auth)
     child_env = {**os.environ, **(env or {})}
     settings = _settings_for(child_env)
+    ports = [("the API", "127.0.0.1", api_port)]
+    if dashboard_port is not None:
+        ports.append(("the dashboard", dashboard_host, dashboard_port))
+    check_ports_free(ports)
+    check_services(settings)
     home = settings.home
     secure_tree(home)
     token = _token(settings)
@@ -205,13 +213,41 @@ def running_stack(**kwargs: object) -> Iterator[Stack]:
         stack.stop()
 
 
+def check_ports_free(ports: list[tuple[str, str, int]]) -> None:
+    """PortInUse naming the first (what, host, port) something already listens on, before any
+    service starts (a uvicorn that cannot bind would only say so in its log)."""
+    for what, host, port in ports:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As uvicorn binds: a port left in TIME_WAIT by an earlier run is free, a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(f"port {port} on {host} ({what}) is already in use") from None
+                raise
+
+
+def check_services(settings: Settings) -> None:
+    """In services mode, ServiceUnavailable unless PostgreSQL and Redis answer (within seconds)."""
+    from aipo_cli.doctor import check_broker, check_database
+
+    checks = [check_broker(settings)]
+    if not settings.is_embedded:
+        checks.insert(0, check_database(settings)[0])
+    failed = [check for check in checks if check.verdict == "fail"]
+    if failed:
+        raise ServiceUnavailable(failed[0].detail, details=[check.detail for check in failed[1:]])
+
+
 def wait_for_api(stack: Stack, *, timeout_s: float) -> None:
     """Poll `GET /api/v1/health` until it answers 200; fail early if a service died."""
     deadline = time.monotonic() + timeout_s
     while True:
         dead = stack.dead()
         if dead:
-            raise RuntimeError(_death_report(dead))
+            raise StackFailed(_death_report(dead), details=_log_tail(dead[0].log), hint="its log says why")
         try:
             if httpx.get(f"{stack.api_url}/api/v1/health", timeout=2.0).status_code == 200:
                 return
@@ -248,8 +284,7 @@ def up(
     try:
         dashboard_auth_mode(dashboard_host, dashboard_auth)
     except ValueError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        raise UserError(str(exc)) from None
     stack = start_stack(
         api_port=api_port,
         dashboard_port=dashboard_port,
@@ -315,6 +350,15 @@ def _token(settings: Settings) -> str:
 
 def _death_report(dead: list[Service]) -> str:
     return "; ".join(f"{s.name} exited with status {s.process.returncode} (log: {s.log})" for s in dead)
+
+
+def _log_tail(log: Path, lines: int = 3) -> list[str]:
+    """The last non-blank lines of a service's log (where a traceback ends with its reason)."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

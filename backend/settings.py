@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="Largest body of POST /uploads/pairs (streamed to disk)."
     )
+    check_input_files: bool = Field(
+        True,
+        description="POST /runs reads the files and model folders a config names (aipo_core.inputs); "
+        "off when the API cannot see the workers' files (they check them again either way).",
+    )
+    check_input_max_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=0,
+        description="Most bytes of each data file POST /runs reads; the worker reads the rest.",
+    )
     public_docs: bool | None = Field(
         None, description="Serve /docs, /redoc, /openapi.json without a token; None = only in embedded mode."
     )

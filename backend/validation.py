@@ -6,7 +6,10 @@ A config can be valid and still not acceptable here:
   (the API must not become a way to read files on the worker), hub models off the allow-list,
   `trust_remote_code` unless the operator enabled it, annotators that are paths;
 - more work than the operator allows per run (AIPO_MAX_ITERATIONS, AIPO_MAX_RUN_BUDGET);
-- text the database cannot store (NUL characters, unpaired surrogates).
+- text the database cannot store (NUL characters, unpaired surrogates);
+- files and model folders that would fail when a stage reads them: the data files a config names
+  are parsed with the pipeline's readers (their first AIPO_CHECK_INPUT_MAX_BYTES), model folders
+  inspected (`aipo_core.inputs`, the same check as `aipo validate`); the worker reads them again.
 Errors use FastAPI's 422 shape so clients get field paths either way.
 """
 
@@ -20,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 
 from aipo_core.access import config_problems
 from aipo_core.config import RunConfig
+from aipo_core.inputs import check_inputs
 from backend.settings import Settings
 
 Loc = tuple[str | int, ...]
@@ -109,10 +113,48 @@ def run_work(config: RunConfig) -> tuple[int, int, int]:
     return (config.iterations, config.generation.num_candidates, config.self_instruct.num_instructions)
 
 
-def policy_errors(config: RunConfig, settings: Settings, prefix: Loc = ("body",)) -> list[dict[str, Any]]:
-    """422 error dicts for everything in `config` this server refuses."""
+def input_errors(
+    config: RunConfig, settings: Settings, prefix: Loc = ("body",), *, skip: Sequence[Loc] = ()
+) -> list[dict[str, Any]]:
+    """422 error dicts for the files and models `config` names that cannot be read as the run will
+    read them (bad rows with their line numbers, missing files, folders that are no checkpoint).
+
+    Reads at most `settings.check_input_max_bytes` of each file; `skip` (config locs) leaves out
+    fields already refused by the loading policy, so each gets one error.
+    """
+    if not settings.check_input_files:
+        return []
+    report = check_inputs(
+        config, settings.model_access(), max_bytes=settings.check_input_max_bytes, skip=skip
+    )
+    return [
+        {"type": p.kind, "loc": (*prefix, *p.loc), "msg": p.message, "input": p.value}
+        for p in report.problems()
+    ]
+
+
+def input_key(config: RunConfig) -> tuple[Any, ...]:
+    """The config values `input_errors` depends on: configs with the same key need one check
+    (a sweep's children usually differ in hyperparameters only)."""
+    ranker, evaluation = config.ranker, config.evaluation
+    return (
+        config.model, config.trust_remote_code, ranker.kind, ranker.model, evaluation.judge.kind,
+        evaluation.judge.model, config.prompt_pool, config.initial_pairs, tuple(evaluation.benchmarks),
+        evaluation.limit,
+    )  # fmt: skip
+
+
+def policy_errors(
+    config: RunConfig, settings: Settings, prefix: Loc = ("body",), *, inputs: bool = True
+) -> list[dict[str, Any]]:
+    """422 error dicts for everything in `config` this server refuses (with `inputs`, also what
+    `input_errors` finds in the files and models it names)."""
     errors: list[dict[str, Any]] = unstorable_text_errors(config.model_dump(mode="json"), prefix)
-    return errors + access_errors(config, settings, prefix) + budget_errors(config, settings, prefix)
+    refused = access_errors(config, settings, prefix)
+    errors += refused + budget_errors(config, settings, prefix)
+    if inputs:
+        errors += input_errors(config, settings, prefix, skip=[e["loc"][len(prefix) :] for e in refused])
+    return errors
 
 
 def check_config(config: RunConfig, settings: Settings, prefix: Loc = ("body",)) -> None:

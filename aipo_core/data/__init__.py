@@ -6,10 +6,13 @@
   baseline answers, plus MT-Bench's judge prompts (`load_judge_prompts`);
 - preference datasets (`load_preference_pairs`): TRL prompt/chosen/rejected JSONL as pairs.
 
+A refused user file raises `DataFileError` (a ValueError) naming the file, the line and why.
+
 Sources and licences of the bundled files: files/SOURCES.md.
 """
 
 from aipo_core.data.benchmarks import BENCHMARKS, BenchmarkItem, load_benchmark, load_judge_prompts
+from aipo_core.data.jsonl import DataFileError, MissingDataFile
 from aipo_core.data.pools import BUNDLED_POOLS, SELF_INSTRUCT_SEEDS, load_prompt_pool
 from aipo_core.data.preferences import load_preference_pairs
 
@@ -18,6 +21,8 @@ __all__ = [
     "BUNDLED_POOLS",
     "SELF_INSTRUCT_SEEDS",
     "BenchmarkItem",
+    "DataFileError",
+    "MissingDataFile",
     "load_benchmark",
     "load_judge_prompts",
     "load_preference_pairs",

@@ -8,10 +8,19 @@ prompt-only rows ``{"prompt": "..."}`` / ``{"prompt": [{"role": "user", "content
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aipo_core.data.jsonl import PathLike, bundled_file, iter_jsonl
+from aipo_core.data.jsonl import (
+    DataFileError,
+    MissingDataFile,
+    PathLike,
+    bundled_file,
+    iter_jsonl,
+    row_error,
+    scan_jsonl,
+)
 
 SELF_INSTRUCT_SEEDS = "self_instruct_seeds"
 
@@ -36,15 +45,36 @@ def load_prompt_pool(name_or_path: str) -> list[str]:
         ]
     else:
         path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            bundled = ", ".join(sorted(BUNDLED_POOLS))
-            raise FileNotFoundError(
-                f"prompt_pool {name_or_path!r} is not a bundled pool ({bundled}) nor a JSONL file"
-            )
-        prompts = [prompt_from_row(row, where=f"{path}:{line}") for line, row in iter_jsonl(path)]
+        prompts = []
+        for _, prompt in scan_pool_rows(path):
+            if isinstance(prompt, DataFileError):
+                raise prompt
+            prompts.append(prompt)
         if not prompts:
-            raise ValueError(f"prompt_pool {path}: the file has no prompts")
+            raise DataFileError(path, "the prompt pool has no prompts")
     return list(dict.fromkeys(prompts))
+
+
+def scan_pool_rows(
+    path: str | Path, *, max_bytes: int | None = None
+) -> Iterator[tuple[int, str | DataFileError]]:
+    """Every non-blank row of a user pool file as ``(line, prompt)`` or ``(line, DataFileError)``,
+    reading on past bad rows; up to the line that reaches `max_bytes`, if given.
+    MissingDataFile if `path` is neither a bundled pool's name nor a file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        bundled = ", ".join(sorted(BUNDLED_POOLS))
+        raise MissingDataFile(
+            path, f"prompt_pool {str(path)!r} is not a bundled pool ({bundled}) nor a JSONL file"
+        )
+    for line, row in scan_jsonl(path, max_bytes=max_bytes):
+        if isinstance(row, DataFileError):
+            yield line, row
+            continue
+        try:
+            yield line, prompt_from_row(row, where=f"{path}:{line}")
+        except ValueError as exc:
+            yield line, row_error(path, line, exc)
 
 
 def join_instruction_and_input(instruction: str, input_text: str | None) -> str:

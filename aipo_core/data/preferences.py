@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aipo_core.data.jsonl import iter_jsonl
+from aipo_core.data.jsonl import DataFileError, MissingDataFile, row_error, scan_jsonl
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -49,20 +49,51 @@ def iter_preference_pairs(path: str | Path) -> Iterator[dict[str, Any]]:
     """The file's rows as pairs.jsonl records, one at a time (validating a large upload keeps only
     the ids in memory). Same checks and errors as `load_preference_pairs`, raised on reaching the row."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"preference dataset {path} does not exist")
-    first_line_of_id: dict[str, int] = {}
-    for line, row in iter_jsonl(path):
-        where = f"{path}:{line}"
-        pair = pair_from_row(row, where=where, default_id=f"pair-{len(first_line_of_id):06d}")
-        if pair["id"] in first_line_of_id:
-            raise ValueError(
-                f"{where}: id {pair['id']!r} already used on line {first_line_of_id[pair['id']]}"
-            )
-        first_line_of_id[pair["id"]] = line
+    empty = True
+    for _, pair in scan_preference_rows(path):
+        if isinstance(pair, DataFileError):
+            raise pair
+        empty = False
         yield pair
-    if not first_line_of_id:
-        raise ValueError(f"preference dataset {path} has no rows")
+    if empty:
+        raise DataFileError(path, "the preference dataset has no rows")
+
+
+def scan_preference_rows(
+    path: str | Path, *, max_bytes: int | None = None
+) -> Iterator[tuple[int, dict[str, Any] | DataFileError]]:
+    """Every non-blank row as ``(line, pair)`` or ``(line, DataFileError)``, reading on past bad
+    rows (`aipo validate` reports them all); up to the line that reaches `max_bytes`, if given.
+
+    A repeated id is an error on the later line; the first row with that id stays good.
+    MissingDataFile if there is no such file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingDataFile(path, f"preference dataset {path} does not exist")
+    first_line_of_id: dict[str, int] = {}
+    rows = 0
+    for line, row in scan_jsonl(path, max_bytes=max_bytes):
+        rows += 1
+        if isinstance(row, DataFileError):
+            yield line, row
+            continue
+        where = f"{path}:{line}"
+        try:
+            pair = pair_from_row(row, where=where, default_id=f"pair-{rows - 1:06d}")
+        except ValueError as exc:
+            yield line, row_error(path, line, exc)
+            continue
+        if pair["id"] in first_line_of_id:
+            yield (
+                line,
+                DataFileError(
+                    path, f"id {pair['id']!r} already used on line {first_line_of_id[pair['id']]}", line
+                ),
+            )
+            continue
+        first_line_of_id[pair["id"]] = line
+        yield line, pair
 
 
 def pair_from_row(row: dict[str, Any], *, where: str, default_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from backend.store import idempotency as idempotency_store
 from backend.store import sweeps as store
 from backend.store.models import Sweep
 from backend.store.runs import count_active_runs
-from backend.validation import policy_errors, prefixed_errors
+from backend.validation import input_key, policy_errors, prefixed_errors
 
 router = APIRouter(prefix="/sweeps", tags=["sweeps"], dependencies=[Depends(require_token)], responses=ERRORS)
 SweepId = Annotated[int, Path(ge=1, le=MAX_INT32, description="Sweep id.")]
@@ -47,8 +47,12 @@ def _children(
         raise RequestValidationError(
             [{"type": "value_error", "loc": ("body", "grid"), "msg": str(exc), "input": None}]
         ) from exc
+    checked_inputs = {input_key(base)}
     for _, config in children:
-        errors += policy_errors(config, settings, ("body", "grid"))
+        # The files and models a child names are read once per distinct set, not per grid point.
+        fresh = input_key(config) not in checked_inputs
+        errors += policy_errors(config, settings, ("body", "grid"), inputs=fresh)
+        checked_inputs.add(input_key(config))
     if errors:
         raise RequestValidationError(errors)
     return base, children

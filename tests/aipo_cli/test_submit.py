@@ -101,7 +101,8 @@ def test_dry_run_prints_the_preview_and_creates_nothing(db: str, tmp_path: Path)
 def test_dry_run_shows_the_servers_refusal(db: str, tmp_path: Path) -> None:
     with serve(api_app(db, tmp_path)) as url:
         result = submit(url, str(config_file(tmp_path, model="/etc")), "--dry-run")
-    assert result.exit_code == 1 and "is outside the allowed data roots" in result.output
+    assert result.exit_code == 2 and "is outside the allowed data roots" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_retry_after_a_timeout_returns_the_first_run(db: str, tmp_path: Path) -> None:
@@ -151,7 +152,7 @@ def test_submit_uploads_a_local_pairs_file_and_runs_on_the_servers_copy(tmp_path
     ) as server:
         common = ["submit", str(config), "--api", server.url, "--token", UPLOAD_TOKEN]
         refused = CliRunner().invoke(cli, [*common, "--no-upload-pairs"])
-        assert refused.exit_code == 1 and "initial_pairs" in refused.stderr
+        assert refused.exit_code == 2 and "initial_pairs" in refused.stderr
         result = CliRunner().invoke(cli, common)
         assert result.exit_code == 0, result.output
         assert "5 pairs" in result.stderr

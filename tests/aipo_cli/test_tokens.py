@@ -37,7 +37,7 @@ def test_created_token_works_until_revoked(api: Api) -> None:
     assert client.get("/api/v1/runs").status_code == 401
     assert name not in aipo("token", "list", "--url", url)[1]
     assert name in aipo("token", "list", "--all", "--url", url)[1]
-    assert aipo("token", "revoke", name, "--url", url)[0] == 1  # nothing live left to revoke
+    assert aipo("token", "revoke", name, "--url", url)[0] == 2  # nothing live left to revoke
 
 
 def test_read_only_token_from_the_cli(api: Api) -> None:

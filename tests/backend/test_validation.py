@@ -1,6 +1,8 @@
 """POST /runs refuses what the server's policy refuses, on SQLite and PostgreSQL: paths decided by
 their resolved spelling inside the data roots (never by existence, never the server's internals),
-hub models off the allow-list, annotator paths, unbounded work and the operator's run budget."""
+hub models off the allow-list, annotator paths, unbounded work and the operator's run budget. Then
+the files and model folders the config names are read as the run would (their first
+AIPO_CHECK_INPUT_MAX_BYTES): a bad row is a 422 naming its line."""
 
 from __future__ import annotations
 
@@ -153,3 +155,67 @@ def test_sweep_children_get_the_same_checks(api: Api) -> None:
     response = api.client.post("/api/v1/sweeps", json=body)
     assert response.status_code == 422
     assert any(e["type"] == "path_not_allowed" for e in response.json()["detail"])
+
+
+GOOD_PAIR = '{"prompt": "Name a prime.", "chosen": "7", "rejected": "8"}\n'
+
+
+def malformed_pairs(api: Api) -> str:
+    """Nine pairs inside the data root; line 6 has no `rejected`."""
+    path = api.home / "file.jsonl"
+    path.write_text(GOOD_PAIR * 5 + '{"prompt": "q", "chosen": "a"}\n' + GOOD_PAIR * 3)
+    return str(path)
+
+
+def test_a_malformed_pairs_file_is_refused_at_launch_naming_its_line(api: Api) -> None:
+    path = malformed_pairs(api)
+    response = api.client.post("/api/v1/runs", json=run_config(initial_pairs=path))
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "initial_pairs"] and error["type"] == "invalid_rows"
+    assert error["msg"] == f"{path}:6: missing field 'rejected' (1 row bad, 8 good)"
+    assert api.launcher.sent == []
+    preview = api.client.post("/api/v1/runs/preview", json=run_config(initial_pairs=path))
+    assert preview.status_code == 422 and preview.json()["detail"] == response.json()["detail"]
+
+
+def test_missing_files_and_folders_that_are_no_checkpoint_are_refused(api: Api) -> None:
+    (api.home / "ckpt").mkdir()
+    errors = refused(api, prompt_pool=str(api.home / "nope.jsonl"), model=str(api.home / "ckpt"))
+    assert errors == {("body", "prompt_pool"): "file_not_found", ("body", "model"): "not_a_checkpoint"}
+
+
+def test_a_field_the_policy_refuses_gets_one_error_not_two(api: Api) -> None:
+    assert refused(api, initial_pairs="/etc/passwd") == {("body", "initial_pairs"): "path_not_allowed"}
+
+
+def test_the_api_reads_at_most_check_input_max_bytes_of_a_file(api: Api) -> None:
+    """A bad row past the bound is the worker's to find (the rank stage parses the whole file)."""
+    path = malformed_pairs(api)
+    api.settings.check_input_max_bytes = 5 * len(GOOD_PAIR)
+    assert api.client.post("/api/v1/runs", json=run_config(initial_pairs=path)).status_code == 201
+    api.settings.check_input_max_bytes = 6 * len(GOOD_PAIR)
+    assert api.client.post("/api/v1/runs", json=run_config(initial_pairs=path)).status_code == 422
+
+
+def test_the_file_check_can_be_turned_off_for_an_api_that_cannot_see_the_workers_files(api: Api) -> None:
+    api.settings.check_input_files = False
+    config = run_config(initial_pairs=str(api.home / "only-on-the-worker.jsonl"))
+    assert api.client.post("/api/v1/runs", json=config).status_code == 201
+
+
+def test_a_sweep_reports_a_bad_file_once_not_per_child(api: Api) -> None:
+    body = {
+        "name": "grid",
+        "base_config": run_config(initial_pairs=malformed_pairs(api)),
+        "grid": {"objective.alpha": [0.03, 0.05, 0.07]},
+    }
+    response = api.client.post("/api/v1/sweeps", json=body)
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [["body", "base_config", "initial_pairs"]]
+    other = api.home / "other.jsonl"
+    other.write_text('{"prompt": "q"}\n')
+    grid = {"initial_pairs": [body["base_config"]["initial_pairs"], str(other)]}
+    response = api.client.post("/api/v1/sweeps", json={**body, "grid": grid})
+    locs = [e["loc"] for e in response.json()["detail"]]
+    assert locs == [["body", "base_config", "initial_pairs"], ["body", "grid", "initial_pairs"]]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from aipo_core.data import SELF_INSTRUCT_SEEDS, load_prompt_pool
-from aipo_core.data.pools import join_instruction_and_input
+from aipo_core.data import SELF_INSTRUCT_SEEDS, DataFileError, load_prompt_pool
+from aipo_core.data.pools import join_instruction_and_input, scan_pool_rows
 
 
 def write_lines(path, lines):
@@ -97,3 +97,13 @@ def test_empty_file_is_an_error(tmp_path):
     path = write_lines(tmp_path / "empty.jsonl", [""])
     with pytest.raises(ValueError, match="no prompts"):
         load_prompt_pool(str(path))
+
+
+def test_scan_reports_bad_rows_with_their_lines_and_reads_on(tmp_path):
+    path = write_lines(
+        tmp_path / "pool.jsonl", ['{"instruction": "One."}', '{"output": "x"}', "", '{"prompt": "Two."}']
+    )
+    scanned = list(scan_pool_rows(path))
+    assert [(line, r) for line, r in scanned if isinstance(r, str)] == [(1, "One."), (4, "Two.")]
+    (line, error), = [(line, r) for line, r in scanned if isinstance(r, DataFileError)]
+    assert line == 2 and error.reason == "expected a field 'instruction' (optionally 'input') or 'prompt'"

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from aipo_core.data import load_preference_pairs
+from aipo_core.data import DataFileError, MissingDataFile, load_preference_pairs
+from aipo_core.data.preferences import scan_preference_rows
 from aipo_core.models import load_tokenizer
 
 PAIR_KEYS = {
@@ -151,3 +152,29 @@ def test_missing_or_empty_file(tmp_path):
         load_preference_pairs(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match="no rows"):
         load_preference_pairs(write_rows(tmp_path / "empty.jsonl", [""]))
+
+
+def test_scan_reports_every_bad_row_and_keeps_the_good_ones(tmp_path):
+    good = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    rows = [
+        {**good, "id": "a"},
+        {"prompt": "q", "chosen": "a"},  # line 2: no rejected
+        {**good, "id": "b"},
+        "not json",
+        {**good, "id": "a"},  # line 5: repeats line 1's id
+        {**good, "id": "c"},
+    ]
+    scanned = list(scan_preference_rows(write_rows(tmp_path / "p.jsonl", rows)))
+    bad = {line: str(result) for line, result in scanned if isinstance(result, DataFileError)}
+    assert [line for line, result in scanned if isinstance(result, dict)] == [1, 3, 6]
+    assert bad == {
+        2: f"{tmp_path / 'p.jsonl'}:2: missing field 'rejected'",
+        4: f"{tmp_path / 'p.jsonl'}:4: invalid JSON (Expecting value)",
+        5: f"{tmp_path / 'p.jsonl'}:5: id 'a' already used on line 1",
+    }
+
+
+def test_a_missing_file_is_a_missing_data_file_error(tmp_path):
+    with pytest.raises(MissingDataFile, match="does not exist") as caught:
+        list(scan_preference_rows(tmp_path / "nope.jsonl"))
+    assert isinstance(caught.value, FileNotFoundError) and caught.value.line is None

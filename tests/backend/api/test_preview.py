@@ -89,7 +89,8 @@ def test_model_size_of_local_folders_and_uncached_hub_ids(api: Api) -> None:
 
 def test_initial_pairs_are_counted_from_the_file(api: Api) -> None:
     pairs = api.home / "pairs.jsonl"
-    pairs.write_text("{}\n{}\n\n{}\n")
+    row = '{"prompt": "Name a prime.", "chosen": "7", "rejected": "8"}\n'
+    pairs.write_text(f"{row}{row}\n{row}")
     preview = api.client.post("/api/v1/runs/preview", json=run_config(initial_pairs=str(pairs))).json()
     assert preview["sampled_iterations"] == 1 and preview["training_pairs"] == 3 + 32
     assert preview["training_tokens"] == 3 * 2 * 1024 + 32 * 2 * 640

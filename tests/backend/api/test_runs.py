@@ -53,7 +53,7 @@ def test_local_paths_must_be_under_allowed_roots(api: Api, tmp_path_factory) -> 
     escape = api.home / ".." / outside.parent.name / "pool.jsonl"
     assert api.client.post("/api/v1/runs", json=run_config(initial_pairs=str(escape))).status_code == 422
     inside = api.home / "pairs.jsonl"
-    inside.write_text("{}\n")
+    inside.write_text('{"prompt": "Name a prime.", "chosen": "7", "rejected": "8"}\n')
     assert api.client.post("/api/v1/runs", json=run_config(initial_pairs=str(inside))).status_code == 201
     hub = run_config(model="HuggingFaceTB/SmolLM2-135M")
     assert api.client.post("/api/v1/runs", json=hub).status_code == 422  # not on the default allow-list
