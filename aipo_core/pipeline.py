@@ -5,7 +5,8 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
 
     self_instruct → instructions.jsonl     new prompts written by θ_k
     generate      → candidates.jsonl       N samples per prompt from θ_k
-    rank          → pairs.jsonl            judge scores, best/worst pairs, reference log-probs
+    rank          → pairs.jsonl            judge scores, best/worst pairs, reference log-probs,
+                    candidate_scores.jsonl every candidate's score and its prompt's outcome
     train         → policy/                θ_{k+1} trained on the pairs, reference θ_k
     evaluate      → eval/{benchmark}.jsonl θ_{k+1} against the benchmark baseline, + analysis.json
                                            and pair_diagnostics.jsonl (the objective's rewards and
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when
 logger = logging.getLogger(__name__)
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
+CANDIDATE_SCORES_FILE = "candidate_scores.jsonl"
 
 
 @dataclass(frozen=True)
@@ -332,7 +334,12 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
     """Pairs from the candidates (unfinished ones excluded unless generation.keep_unfinished), or
     the imported preference set for an initial_pairs iteration 0, decontaminated and cut to what
     training can take whole; then the reference log-probs."""
-    from aipo_core.ranking import exclude_unfinished, make_ranker, rank_candidates, select_pairs
+    from aipo_core.ranking import (
+        exclude_unfinished,
+        make_ranker,
+        rank_candidates,
+        select_pairs_with_outcomes,
+    )
 
     # The training placement: the reference log-probs below must be the trainer's step-0 forward.
     placement = _scoring_placement(ctx, ctx.policy_in(), ctx.policy_field(), "rank")
@@ -376,13 +383,15 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
         )
         with placement.autocast():
             scores = rank_candidates(candidates, ranker, sink=ctx.sink)
-        pairs, drops = select_pairs(
+        pairs, drops, outcomes = select_pairs_with_outcomes(
             candidates,
             scores,
             tokenizer=tokenizer,
             max_prompt_tokens=training.max_prompt_length,
             max_length=training.max_length,
         )
+        # Read back by the lineage API (backend/store/candidates.py): every candidate's score.
+        artifacts.write_jsonl_atomic(ctx.out / CANDIDATE_SCORES_FILE, outcomes)
         summary |= {
             **unfinished,
             **{f"dropped_{k}": v for k, v in drops.items()},

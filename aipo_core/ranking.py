@@ -481,7 +481,8 @@ def exclude_unfinished(candidate_records: Sequence[dict]) -> tuple[list[dict], d
     finished candidates (their `candidates`, `lengths`, `finished` filtered alike), minus the
     records left with fewer than two, and the counts ``unfinished`` (candidates removed) and
     ``dropped_unfinished`` (prompts removed for it). Records without ``finished`` (written before
-    the field existed) count as finished.
+    the field existed) count as finished. Each copy also says which of the record's candidates it
+    kept (``candidate_indices``, of ``candidate_count``), so scores map back (`candidate_outcomes`).
     """
     kept: list[dict] = []
     counts = {"unfinished": 0, "dropped_unfinished": 0}
@@ -501,6 +502,8 @@ def exclude_unfinished(candidate_records: Sequence[dict]) -> tuple[list[dict], d
         for field in ("candidates", "lengths", "finished"):
             if field in record:
                 filtered[field] = [record[field][i] for i in keep]
+        filtered["candidate_indices"] = keep
+        filtered["candidate_count"] = len(finished)
         kept.append(filtered)
     return kept, counts
 
@@ -571,6 +574,15 @@ def _validate_scores(candidate_records: Sequence[dict], scores: Sequence[Sequenc
             raise ValueError(f"scores[{i}]: non-finite score in {list(row)}")
 
 
+#: How `select_pairs` picks a prompt's pair, for readers of its outcome (the lineage API).
+SELECTION_RULE = (
+    "chosen = the candidate the ranker scored highest, rejected = the lowest, among the finished "
+    "candidates (all of them with generation.keep_unfinished); the prompt gives no pair when the two "
+    "tie, have identical texts, the chosen one is empty or contains a URL, or training would cut them"
+)
+PAIR_KEPT = "pair"
+
+
 def select_pairs(
     candidate_records: Sequence[dict],
     scores: Sequence[Sequence[float]],
@@ -588,13 +600,37 @@ def select_pairs(
     `max_prompt_tokens`/`max_length` are training's max_prompt_length/max_length (None = no
     budget). Unfinished candidates are removed beforehand (`exclude_unfinished`).
     """
+    pairs, drops, _ = select_pairs_with_outcomes(
+        candidate_records,
+        scores,
+        tokenizer=tokenizer,
+        max_prompt_tokens=max_prompt_tokens,
+        max_length=max_length,
+        tie_tolerance=tie_tolerance,
+    )
+    return pairs, drops
+
+
+def select_pairs_with_outcomes(
+    candidate_records: Sequence[dict],
+    scores: Sequence[Sequence[float]],
+    *,
+    tokenizer: PreTrainedTokenizerBase,
+    max_prompt_tokens: int = 512,
+    max_length: int | None = None,
+    tie_tolerance: float = 1e-6,
+) -> tuple[list[dict], dict[str, int], list[dict]]:
+    """`select_pairs`, plus one outcome record per candidate record (`candidate_outcome`): the
+    candidate_scores.jsonl the rank stage writes, so every candidate's score and the reason its
+    prompt did or did not give a pair can be read back later."""
     _validate_scores(candidate_records, scores)
     drops = dict.fromkeys(DROP_REASONS, 0)
-    pairs = []
+    pairs, outcomes = [], []
     for record, row in zip(candidate_records, scores, strict=True):
         candidates = record["candidates"]
         if len(candidates) < 2:
             drops["too_few_candidates"] += 1
+            outcomes.append(candidate_outcome(record, row, None, None, "too_few_candidates"))
             continue
         best = max(range(len(row)), key=row.__getitem__)
         worst = min(range(len(row)), key=row.__getitem__)
@@ -610,6 +646,7 @@ def select_pairs(
         lengths = training_lengths(pair, tokenizer) if reason is None else (0, 0, 0)
         reason = reason or length_violation(lengths, max_prompt_tokens, max_length)
         reason = reason or ("url_in_chosen" if contains_url(candidates[best]) else None)
+        outcomes.append(candidate_outcome(record, row, best, worst, reason or PAIR_KEPT))
         if reason is not None:
             drops[reason] += 1
             continue
@@ -622,4 +659,26 @@ def select_pairs(
                 "rejected_chars": len(candidates[worst]),
             }
         )
-    return pairs, drops
+    return pairs, drops, outcomes
+
+
+def candidate_outcome(
+    record: dict, row: Sequence[float], best: int | None, worst: int | None, outcome: str
+) -> dict:
+    """One candidate_scores.jsonl record, indexed like the prompt's candidates.jsonl candidates.
+
+    `record` may be a copy `exclude_unfinished` filtered (its `candidate_indices` map back);
+    candidates it removed get score None. `chosen`/`rejected` are the best/worst candidates even
+    when a filter then dropped the pair (`outcome` is the drop reason, else PAIR_KEPT).
+    """
+    indices = record.get("candidate_indices", list(range(len(row))))
+    full: list[float | None] = [None] * record.get("candidate_count", len(row))
+    for index, score in zip(indices, row, strict=True):
+        full[index] = float(score)
+    return {
+        "id": record["id"],
+        "scores": full,
+        "chosen": None if best is None else indices[best],
+        "rejected": None if worst is None else indices[worst],
+        "outcome": outcome,
+    }

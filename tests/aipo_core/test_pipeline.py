@@ -267,6 +267,14 @@ def test_unfinished_candidates_are_excluded_and_counted_by_the_rank_stage(tmp_pa
     kept_ids = {r["id"] for r in candidates if all(r["finished"])}
     assert {p["id"] for p in pairs} <= kept_ids
     assert rank["chat_template"] == "model" and rank["imposed_chat_template"] == 0
+    # Every ranked prompt's candidate scores, indexed like candidates.jsonl (unfinished: None).
+    scored = {r["id"]: r for r in artifacts.read_jsonl(tmp_path / "runs/u/iter_0/candidate_scores.jsonl")}
+    assert set(scored) == {r["id"] for r in candidates if sum(r["finished"]) >= 2}
+    for record in candidates:
+        if record["id"] in scored:
+            scores = scored[record["id"]]["scores"]
+            assert [s is not None for s in scores] == record["finished"]
+    assert {p["id"] for p in pairs} == {i for i, r in scored.items() if r["outcome"] == "pair"}
 
 
 def test_later_iteration_skips_benchmark_and_earlier_prompts_and_records_an_imposed_template(

@@ -22,6 +22,7 @@ from aipo_core.ranking import (
     make_ranker,
     rank_candidates,
     select_pairs,
+    select_pairs_with_outcomes,
     training_lengths,
 )
 from aipo_core.training import tokenize_pair
@@ -385,6 +386,23 @@ def test_candidates_cut_off_by_max_new_tokens_never_become_pairs(tiny):
     assert counts["unfinished"] == cut_off
     assert all(all(r["finished"]) and len(r["candidates"]) >= 2 for r in kept)
     assert len(kept) + counts["dropped_unfinished"] == len(records)
+
+
+def test_outcomes_index_scores_and_choices_like_the_original_candidates(tiny):
+    """candidate_scores.jsonl: scores of excluded (unfinished) candidates are None, chosen/rejected
+    point into the unfiltered candidate list, and a dropped prompt says why."""
+    _, tokenizer = tiny
+    records = [
+        _record("some", ["An orange.", "cut off", "Cars."], finished=[True, False, True]),
+        _record("tie", ["a", "b"]),
+    ]
+    kept, _ = exclude_unfinished(records)
+    pairs, _, outcomes = select_pairs_with_outcomes(kept, [[0.9, -1.0], [0.5, 0.5]], tokenizer=tokenizer)
+    assert [p["id"] for p in pairs] == ["some"]
+    assert outcomes[0] == {
+        "id": "some", "scores": [0.9, None, -1.0], "chosen": 0, "rejected": 2, "outcome": "pair"
+    }  # fmt: skip
+    assert outcomes[1]["outcome"] == "tie" and outcomes[1]["scores"] == [0.5, 0.5]
 
 
 def test_select_pairs_rejects_misshapen_scores(tiny):
