@@ -105,5 +105,5 @@ def test_scan_reports_bad_rows_with_their_lines_and_reads_on(tmp_path):
     )
     scanned = list(scan_pool_rows(path))
     assert [(line, r) for line, r in scanned if isinstance(r, str)] == [(1, "One."), (4, "Two.")]
-    ((line, error),) = [(line, r) for line, r in scanned if isinstance(r, DataFileError)]
+    (line, error), = [(line, r) for line, r in scanned if isinstance(r, DataFileError)]
     assert line == 2 and error.reason == "expected a field 'instruction' (optionally 'input') or 'prompt'"
