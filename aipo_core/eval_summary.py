@@ -38,6 +38,16 @@ BENCHMARK_BASELINES = {
 _DEFAULT_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 
 
+def verdict(preference: float | None) -> str:
+    """A judgement in words (AlpacaEval convention: 2 = model output preferred, 1 = baseline,
+    1.5 = tie, 0 = legacy tie; fractional preferences lean one way or the other)."""
+    if preference is None:
+        return "not judged"
+    if preference == 0 or preference == 1.5:
+        return "tie"
+    return "model preferred" if preference > 1.5 else "baseline preferred"
+
+
 @dataclass(frozen=True)
 class JudgeInfo:
     """Who judges a run's evaluations (`evaluation.judge`), for display and for pooling."""

@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
 
 from backend.access import DOCS_PATHS, HEALTH_PATHS, install_access_layer
-from backend.api import me, metrics, objectives, pairs, progress, runs, sweeps, uploads, workers
+from backend.api import lineage, me, metrics, objectives, pairs, progress, runs, sweeps, uploads, workers
 from backend.auth import resolve_api_token
 from backend.db import get_engine
 from backend.deps import SettingsDep
@@ -88,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     health = _health_router()
     app.include_router(health, max_body_size=limit)
     app.include_router(health, prefix=API_PREFIX, max_body_size=limit)
-    for module in (runs, sweeps, progress, metrics, pairs, objectives, me, workers):
+    for module in (runs, sweeps, progress, metrics, pairs, objectives, me, workers, lineage):
         app.include_router(module.router, prefix=API_PREFIX, max_body_size=limit)
     app.include_router(uploads.router, prefix=API_PREFIX, max_body_size=settings.max_upload_bytes)
     return app

@@ -893,3 +893,170 @@ class WorkerPublic(BaseModel):
 class WorkerList(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"items": []}]})
     items: list[WorkerPublic]
+
+
+# --- lineage and comparison (issue 10 product) ---
+
+#: Most runs one lineage or comparison request may name (a comparison is every pair of them).
+MAX_COMPARED_RUNS = 8
+Verdict = Literal["model preferred", "baseline preferred", "tie", "not judged"]
+
+
+class CandidatePublic(BaseModel):
+    """One sampled answer to a prompt, as generated and as the ranker saw it."""
+
+    index: int = Field(description="Position among the prompt's candidates (candidates.jsonl order).")
+    text: str
+    score: float | None = Field(
+        description="The ranker's score (higher = better; only the order within a prompt means anything). "
+        "Null: not scored (cut off before EOS, or the rank stage recorded no scores)."
+    )
+    length: int | None = Field(description="Generated tokens.")
+    chars: int
+    finished: bool = Field(description="Stopped at EOS (false: cut off at generation.max_new_tokens).")
+    role: Literal["chosen", "rejected"] | None = Field(description="Its part in the prompt's pair, if any.")
+    ref_logps: float | None = Field(
+        description="Summed log-prob under the reference θ_k; only the pair's two answers are scored."
+    )
+
+
+class PromptCandidatesPublic(BaseModel):
+    """Every candidate of one prompt of one iteration, and why its pair is what it is."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "run_id": 1,
+                    "iteration": 0,
+                    "prompt_id": "p-0",
+                    "instruction": "Name a fruit.",
+                    "ranker": "pairrm:llm-blender/PairRM",
+                    "selection_rule": "chosen = the candidate the ranker scored highest, …",
+                    "outcome": "pair",
+                    "scores_unavailable_reason": None,
+                    "pair_id": 12,
+                    "s_ref": -4.5,
+                    "candidates": [
+                        {"index": 0, "text": "A lemon.", "score": 0.9, "length": 4, "chars": 8,
+                         "finished": True, "role": "chosen", "ref_logps": -12.0},
+                        {"index": 1, "text": "Cars", "score": -1.5, "length": 2, "chars": 4,
+                         "finished": True, "role": "rejected", "ref_logps": -7.5},
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+
+    run_id: int
+    iteration: int
+    prompt_id: str
+    instruction: str
+    ranker: str = Field(description="Who scored the candidates (ranker kind:model).")
+    selection_rule: str
+    outcome: str | None = Field(
+        description="'pair' (a pair was kept), else the reason none was (tie, identical_texts, "
+        "dropped_unfinished, …); null when the rank stage recorded no outcome."
+    )
+    scores_unavailable_reason: str | None = None
+    pair_id: int | None = Field(description="The stored pair of this prompt (GET /runs/{id}/pairs).")
+    s_ref: float | None
+    candidates: list[CandidatePublic]
+
+
+class EvalOutputPublic(BaseModel):
+    """One model's answer to the prompt with the judge's verdict against the baseline."""
+
+    evaluated: Literal["base", "policy"]
+    iteration: int | None = Field(description="The iteration that trained the policy; θ_0: null.")
+    policy_index: int = Field(description="j of θ_j (0 = base model).")
+    judge: str
+    output: str
+    output_chars: int | None
+    output_tokens: int | None
+    preference: float | None = Field(description="AlpacaEval convention: 2 = model preferred, 1 = baseline.")
+    verdict: Verdict
+
+
+class RunEvalLineagePublic(BaseModel):
+    run_id: int
+    run_name: str
+    objective: str
+    judge_label: str
+    self_judged: bool
+    sample_size: int | None = Field(description="evaluation.limit: prompts per benchmark (null = all).")
+    eval_seed: int = Field(description="evaluation.seed: runs with the same seed share the prompts.")
+    outputs: list[EvalOutputPublic] = Field(description="θ_0 first, then θ_1, θ_2, … of this run.")
+
+
+class EvalSampleLineagePublic(BaseModel):
+    """One evaluation prompt across the iterations of several runs, with the baseline answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "benchmark": "alpaca_eval",
+                    "prompt_id": "63",
+                    "instruction": "What are the names of some famous actors?",
+                    "baseline_output": "Here are some famous actors: …",
+                    "baseline_model": "gpt4_1106_preview",
+                    "runs": [
+                        {
+                            "run_id": 1, "run_name": "aipo-smollm2", "objective": "aipo",
+                            "judge_label": "base model θ_0 (smollm2-135m-instruct), fixed",
+                            "self_judged": False, "sample_size": 32, "eval_seed": 0,
+                            "outputs": [
+                                {"evaluated": "base", "iteration": None, "policy_index": 0,
+                                 "judge": "llm_judge:smollm2-135m-instruct", "output": "Tom Hanks.",
+                                 "output_chars": 10, "output_tokens": 4, "preference": 1.0,
+                                 "verdict": "baseline preferred"},
+                            ],
+                        }
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+
+    benchmark: str
+    prompt_id: str
+    instruction: str
+    baseline_output: str | None
+    baseline_model: str | None
+    runs: list[RunEvalLineagePublic] = Field(description="In the order asked; a run without it is absent.")
+
+
+class PairedDifferencePublic(BaseModel):
+    """Run b minus run a on the prompts both judged: win-rate difference with its paired SE."""
+
+    run_a: int
+    run_b: int
+    benchmark: str
+    policy_index_a: int | None = Field(description="The θ_j of run a compared: its latest evaluated.")
+    policy_index_b: int | None
+    judge_a: str | None
+    judge_b: str | None
+    n_shared: int = Field(description="Prompts both evaluations judged.")
+    difference: float | None = Field(description="Win rate b − a in percentage points.")
+    difference_se: float | None = Field(description="Paired SE: sd of the per-prompt differences / √n.")
+    within_noise: bool | None = Field(description="|difference| ≤ 1.96·SE (the 95% interval covers 0).")
+    unavailable_reason: str | None = None
+
+
+class PairedDifferenceList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"run_a": 1, "run_b": 2, "benchmark": "alpaca_eval", "policy_index_a": 2,
+                         "policy_index_b": 2, "judge_a": "pairrm:llm-blender/PairRM",
+                         "judge_b": "pairrm:llm-blender/PairRM", "n_shared": 32, "difference": 6.2,
+                         "difference_se": 4.1, "within_noise": True, "unavailable_reason": None}
+                    ]
+                }
+            ]
+        }
+    )  # fmt: skip
+    items: list[PairedDifferencePublic]

@@ -7,12 +7,14 @@ stored with evaluated = "base"); preference follows AlpacaEval: 2 = model output
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
+from aipo_core.config import MAX_ITERATIONS
 from aipo_core.eval_summary import Evaluation
 from backend.store.models import EvalSample
 from backend.store.records import batches, finite_or_none, int_or_none, split_extra, storable
@@ -143,3 +145,56 @@ def run_evaluations(session: Session, run_id: int) -> list[Evaluation]:
         Evaluation(benchmark, evaluated, iteration, [str(u) for u in uids], *rest)
         for (evaluated, iteration, benchmark), (uids, *rest) in columns.items()
     ]
+
+
+def prompt_outputs(
+    session: Session, run_ids: Sequence[int], benchmark: str, prompt_id: str
+) -> list[EvalSample]:
+    """Every stored answer to one benchmark prompt in the given runs: per run θ_0's ("base")
+    first, then the policies in iteration order. At most one row per evaluation is possible
+    (a prompt appears once in a benchmark sample), so the result is bounded by the run count
+    times MAX_ITERATIONS + 1."""
+    query = (
+        select(EvalSample)
+        .where(
+            EvalSample.run_id.in_(list(run_ids)),
+            EvalSample.benchmark == benchmark,
+            EvalSample.uid == prompt_id,
+        )
+        .order_by(EvalSample.run_id, EvalSample.evaluated, EvalSample.iteration, EvalSample.idx)
+        .limit(len(run_ids) * (MAX_ITERATIONS + 1))
+    )
+    return list(session.scalars(query).all())
+
+
+@dataclass(frozen=True)
+class LatestEvaluation:
+    """A run's most recent evaluation on a benchmark: which model, and its judgement per prompt."""
+
+    evaluated: str
+    iteration: int
+    preferences: dict[str, float | None]
+
+    @property
+    def policy_index(self) -> int:
+        return 0 if self.evaluated == "base" else self.iteration + 1
+
+
+def latest_evaluation(session: Session, run_id: int, benchmark: str) -> LatestEvaluation | None:
+    """The latest policy evaluated on `benchmark` (θ_0 when no policy is yet), or None."""
+    of_run = (EvalSample.run_id == run_id, EvalSample.benchmark == benchmark)
+    iteration = session.scalar(
+        select(func.max(EvalSample.iteration)).where(*of_run, EvalSample.evaluated == "policy")
+    )
+    evaluated = "policy" if iteration is not None else "base"
+    iteration = 0 if iteration is None else iteration
+    rows = session.execute(
+        select(EvalSample.uid, EvalSample.idx, EvalSample.preference).where(
+            *of_run, EvalSample.evaluated == evaluated, EvalSample.iteration == iteration
+        )
+    ).all()
+    if not rows:
+        return None
+    return LatestEvaluation(
+        evaluated, iteration, {(uid if uid is not None else f"#{idx}"): pref for uid, idx, pref in rows}
+    )
