@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -901,3 +902,39 @@ def clone_run(
     body = {"overrides": dict(overrides or {})}
     response = _post_response(f"/runs/{run_id}/clone", body, _key_header(idempotency_key))
     return {**_normalise_run(response.json()), "replayed": response.status_code == 200}
+
+
+# --- lineage and comparison (issue 10 product) ---
+# Exact response shapes of backend/schemas.py (IterationList, PromptCandidatesPublic,
+# EvalSampleLineagePublic, PairedDifferenceList): no alternative field names are tried.
+
+#: The API's cap on runs per lineage or comparison request (backend.schemas.MAX_COMPARED_RUNS).
+MAX_COMPARED_RUNS = 8
+
+
+def run_evaluations(run_id: int) -> list[dict[str, Any]]:
+    """Every evaluation of a run (EvaluationPublic dicts): θ_0's first, then θ_1, θ_2, … per benchmark,
+    each with its rates, their SEs, why LC is unavailable, the judge and the sample size."""
+    body = _get(f"/runs/{run_id}/iterations", live=False)
+    found = list(body["base_evaluations"].values())
+    for item in body["items"]:
+        found += list(item["evaluations"].values())
+    return sorted(found, key=lambda e: (e["benchmark"], e["policy_index"]))
+
+
+def prompt_candidates(run_id: int, iteration: int, prompt_id: str) -> dict[str, Any]:
+    """GET …/prompts/{prompt_id}/candidates: every candidate of a pair's prompt (PromptCandidatesPublic)."""
+    quoted = urllib.parse.quote(prompt_id, safe="")
+    return dict(_get(f"/runs/{run_id}/iterations/{iteration}/prompts/{quoted}/candidates", live=False))
+
+
+def eval_sample_lineage(benchmark: str, prompt_id: str, run_ids: Iterable[int]) -> dict[str, Any]:
+    """GET /lineage/eval-samples: one evaluation prompt across the runs' iterations (at most 8 runs)."""
+    params = {"benchmark": benchmark, "prompt_id": prompt_id, "run_ids": tuple(run_ids)[:MAX_COMPARED_RUNS]}
+    return dict(_get("/lineage/eval-samples", params, live=False))
+
+
+def paired_comparisons(benchmark: str, run_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """GET /comparisons/paired: b − a win rate with its paired SE for every pair of the runs."""
+    params = {"benchmark": benchmark, "run_ids": tuple(run_ids)[:MAX_COMPARED_RUNS]}
+    return list(_get("/comparisons/paired", params, live=False)["items"])

@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 from dashboard import theme
 
 TEMPLATE = "plotly_white"
+#: 95% normal interval half-width in standard errors: every rate's error bar is ±Z_95·SE.
+Z_95 = 1.96
 
 
 def _layout(fig: go.Figure, *, title: str, x: str, y: str) -> go.Figure:
@@ -74,7 +76,9 @@ def win_rate_vs_length(frame: pd.DataFrame, *, title: str = "Win rate vs average
 
     `frame` columns: run (label), iteration (int), avg_length (chars), win_rate and
     lc_win_rate (percent, either may be NaN). LC win rate is the solid line, raw win rate
-    the dashed one in the same colour; each point is labelled with its iteration.
+    the dashed one in the same colour; each point is labelled with its iteration, or with
+    `label` (e.g. "θ_2") when the frame has that column. With win_rate_se / lc_win_rate_se
+    columns each point carries its 95% interval, ±1.96·SE, as a vertical error bar.
     """
     needed = {"run", "iteration", "avg_length", "win_rate", "lc_win_rate"}
     data = frame.dropna(subset=["avg_length"]) if needed <= set(frame.columns) else frame.iloc[0:0]
@@ -84,7 +88,7 @@ def win_rate_vs_length(frame: pd.DataFrame, *, title: str = "Win rate vs average
     for index, (run, rows) in enumerate(data.groupby("run", sort=False)):
         rows = rows.sort_values("iteration")
         color = theme.run_color(index)
-        labels = [f"it {int(k)}" for k in rows["iteration"]]
+        labels = rows["label"].tolist() if "label" in rows else [f"it {int(k)}" for k in rows["iteration"]]
         for column, dash, symbol, suffix in (
             ("lc_win_rate", "solid", "circle", "LC"),
             ("win_rate", "dash", "circle-open", "raw"),
@@ -102,11 +106,155 @@ def win_rate_vs_length(frame: pd.DataFrame, *, title: str = "Win rate vs average
                     line={"color": color, "dash": dash},
                     marker={"symbol": symbol, "size": 9},
                     legendgroup=str(run),
+                    error_y=_interval(rows, f"{column}_se", color),
                     hovertemplate=f"{run}<br>%{{text}}<br>length %{{x:.0f}} chars<br>{suffix} %{{y:.1f}}%"
                     "<extra></extra>",
                 )
             )
+    fig.add_annotation(**_INTERVAL_NOTE)
     return _layout(fig, title=title, x=theme.LABELS["avg_length"], y=theme.LABELS["win_rate"])
+
+
+_INTERVAL_NOTE = {
+    "text": "bars: 95% interval (±1.96·SE)",
+    "x": 0.0,
+    "y": -0.16,
+    "xref": "paper",
+    "yref": "paper",
+    "showarrow": False,
+    "xanchor": "left",
+    "font": {"size": 11, "color": theme.NEUTRAL},
+}
+
+
+def _interval(rows: pd.DataFrame, se_column: str, color: str) -> dict | None:
+    """Plotly error_y of ±1.96·SE from `se_column` (None when the frame has no SEs)."""
+    if se_column not in rows:
+        return None
+    se = rows[se_column].astype(float)
+    return {"type": "data", "array": (Z_95 * se).tolist(), "visible": True, "color": color, "thickness": 1}
+
+
+# ----------------------------------------------------------------------------- length exploitation
+
+#: A policy "exploits length" when its answers grew by more than this (percent of θ_0's length)…
+LENGTH_GROWTH_PCT = 10.0
+
+
+def length_exploitation_flag(
+    length_change_pct: float, lc_change: float | None, lc_change_se: float | None
+) -> bool | None:
+    """The rule of docs/dashboard.md: True when the average answer length grew by more than
+    LENGTH_GROWTH_PCT percent over θ_0 while the LC win rate did not rise beyond noise
+    (LC change ≤ 1.96·SE: inside its 95% interval, or down). None when LC or its SE is
+    unavailable (the rule cannot be decided), False otherwise."""
+    if not (length_change_pct > LENGTH_GROWTH_PCT):
+        return False if math.isfinite(length_change_pct) else None
+    if (
+        lc_change is None
+        or lc_change_se is None
+        or not (math.isfinite(lc_change) and math.isfinite(lc_change_se))
+    ):
+        return None
+    return lc_change <= Z_95 * lc_change_se
+
+
+def length_exploitation(
+    deltas: pd.DataFrame, *, title: str = "Length vs LC win rate, change from θ_0"
+) -> go.Figure:
+    """Paper Figs. 2–3 as changes: x = Δ average length (% of θ_0's), y = Δ LC win rate (points)
+    with its 95% interval, one line per run through θ_1, θ_2, …; the raw win rate's change dashed.
+    Points the rule flags (`length_exploitation_flag`) get a red ring and "length ↑, LC not".
+
+    `deltas` columns: derived.deltas_from_base's (run, policy_index, length_change_pct,
+    lc_change, lc_change_se, win_rate_change, win_rate_change_se).
+    """
+    if deltas.empty or deltas["length_change_pct"].isna().all():
+        return empty_figure("Needs θ_0 and at least one trained policy evaluated.", title=title)
+    fig = go.Figure()
+    for index, (run, rows) in enumerate(deltas.groupby("run", sort=False)):
+        rows = rows.sort_values("policy_index")
+        color = theme.run_color(index)
+        labels = [f"θ_{int(j)}" for j in rows["policy_index"]]
+        for column, dash, symbol, suffix in (
+            ("lc_change", "solid", "circle", "Δ LC"),
+            ("win_rate_change", "dash", "circle-open", "Δ raw"),
+        ):
+            if rows[column].isna().all():
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["length_change_pct"].tolist(),
+                    y=rows[column].tolist(),
+                    text=labels,
+                    mode="lines+markers+text",
+                    textposition="top center",
+                    name=f"{run} · {suffix}",
+                    line={"color": color, "dash": dash},
+                    marker={"symbol": symbol, "size": 9},
+                    legendgroup=str(run),
+                    error_y=_interval(rows, f"{column}_se", color),
+                    hovertemplate=f"{run}<br>%{{text}}<br>Δ length %{{x:.0f}}%<br>{suffix} %{{y:.1f}} pts"
+                    "<extra></extra>",
+                )
+            )
+        flags = [
+            length_exploitation_flag(r.length_change_pct, r.lc_change, r.lc_change_se)
+            for r in rows.itertuples()
+        ]
+        flagged = rows[[flag is True for flag in flags]]
+        if not flagged.empty:
+            fig.add_trace(
+                go.Scatter(
+                    x=flagged["length_change_pct"].tolist(),
+                    y=flagged["lc_change"].tolist(),
+                    mode="markers+text",
+                    text=["length ↑, LC not"] * len(flagged),
+                    textposition="bottom center",
+                    name=f"{run} · length exploitation",
+                    marker={
+                        "symbol": "circle-open",
+                        "size": 20,
+                        "color": theme.REJECTED,
+                        "line": {"width": 3},
+                    },
+                    legendgroup=str(run),
+                )
+            )
+    fig.add_hline(y=0.0, line={"color": theme.NEUTRAL, "width": 1, "dash": "dot"})
+    fig.add_vline(x=LENGTH_GROWTH_PCT, line={"color": theme.REJECTED, "width": 1, "dash": "dot"})
+    fig.add_annotation(**_INTERVAL_NOTE)
+    return _layout(fig, title=title, x="Δ average length vs θ_0 (%)", y="Δ win rate vs θ_0 (points)")
+
+
+def paired_differences(
+    items: Sequence[dict], *, title: str = "Run differences on shared prompts"
+) -> go.Figure:
+    """Forest plot of paired win-rate differences (GET /comparisons/paired items): one row per
+    pair of runs, the difference with its 95% interval (±1.96·SE); grey when within noise."""
+    shown = [i for i in items if i.get("difference") is not None]
+    if not shown:
+        return empty_figure("No pair of these runs shares judged prompts.", title=title)
+    labels = [f"#{i['run_b']} − #{i['run_a']}" for i in shown]
+    colors = [theme.NEUTRAL if i["within_noise"] else theme.ACCENT for i in shown]
+    fig = go.Figure(
+        go.Scatter(
+            x=[i["difference"] for i in shown],
+            y=labels,
+            mode="markers",
+            marker={"color": colors, "size": 10},
+            error_x={"type": "data", "array": [Z_95 * i["difference_se"] for i in shown], "visible": True},
+            customdata=[
+                [i["n_shared"], "within noise" if i["within_noise"] else "beyond noise"] for i in shown
+            ],
+            hovertemplate="%{y}: %{x:.1f} pts<br>n = %{customdata[0]} shared prompts<br>%{customdata[1]}"
+            "<extra></extra>",
+            name="b − a",
+        )
+    )
+    fig.add_vline(x=0.0, line={"color": theme.NEUTRAL, "dash": "dash"})
+    fig.add_annotation(**_INTERVAL_NOTE)
+    return _layout(fig, title=title, x="Win rate difference (points, 95% interval)", y="Runs")
 
 
 # ----------------------------------------------------------------------------- training curves

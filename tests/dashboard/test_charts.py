@@ -182,3 +182,93 @@ def test_thin_keeps_ends_and_rejects_tiny_limits():
     assert len(charts.thin(frame, 20)) == 10
     with pytest.raises(ValueError, match="max_points"):
         charts.thin(frame, 1)
+
+
+# ----------------------------------------------------------------------------- uncertainty and length
+
+
+def test_win_rate_points_carry_error_bars_of_1_96_se_and_theta_labels():
+    frame = pd.DataFrame(
+        [
+            {"run": "aipo", "iteration": 0, "label": "θ_0", "avg_length": 900.0, "win_rate": 10.0,
+             "win_rate_se": 2.0, "lc_win_rate": 12.0, "lc_win_rate_se": 3.0},
+            {"run": "aipo", "iteration": 1, "label": "θ_1", "avg_length": 1200.0, "win_rate": 20.0,
+             "win_rate_se": 4.0, "lc_win_rate": math.nan, "lc_win_rate_se": math.nan},
+        ]
+    )  # fmt: skip
+    lc, raw = charts.win_rate_vs_length(frame).data
+    assert list(raw.error_y.array) == pytest.approx([1.96 * 2.0, 1.96 * 4.0])
+    assert lc.error_y.array[0] == pytest.approx(1.96 * 3.0) and math.isnan(lc.error_y.array[1])
+    assert list(lc.text) == ["θ_0", "θ_1"]
+    assert "95% interval" in " ".join(_annotation_texts(charts.win_rate_vs_length(frame)))
+
+
+@pytest.mark.parametrize(
+    ("length_pct", "lc_change", "se", "flag"),
+    [
+        (25.0, 1.0, 2.0, True),  # longer, LC change inside its 95% interval (1.0 ≤ 3.92)
+        (25.0, -5.0, 1.0, True),  # longer, LC down
+        (25.0, 3.92, 2.0, True),  # exactly on the interval's edge still counts as noise
+        (25.0, 4.0, 2.0, False),  # longer and LC up beyond noise: length bought real wins
+        (10.0, -5.0, 1.0, False),  # +10% is not "more than 10%"
+        (-20.0, -5.0, 1.0, False),  # shorter
+        (25.0, None, None, None),  # LC unavailable: cannot decide
+        (25.0, 1.0, math.nan, None),
+        (math.nan, 1.0, 1.0, None),
+    ],
+)
+def test_length_exploitation_rule(length_pct, lc_change, se, flag):
+    assert charts.length_exploitation_flag(length_pct, lc_change, se) is flag
+
+
+def _deltas(rows):
+    columns = ["run", "policy_index", "length_change_pct", "lc_change", "lc_change_se", "win_rate_change",
+               "win_rate_change_se"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def test_length_exploitation_chart_marks_flagged_points_with_intervals():
+    deltas = _deltas([("dpo", 1, 30.0, 0.5, 2.0, 8.0, 3.0), ("dpo", 2, 60.0, -1.0, 2.0, 15.0, 3.0),
+                      ("aipo", 1, 5.0, 4.0, 1.0, 4.0, 1.0)])  # fmt: skip
+    fig = charts.length_exploitation(deltas)
+    names = [t.name for t in fig.data]
+    assert names == ["dpo · Δ LC", "dpo · Δ raw", "dpo · length exploitation", "aipo · Δ LC", "aipo · Δ raw"]
+    lc = fig.data[0]
+    assert list(lc.x) == [30.0, 60.0] and list(lc.text) == ["θ_1", "θ_2"]
+    assert list(lc.error_y.array) == pytest.approx([3.92, 3.92])
+    assert list(fig.data[1].error_y.array) == pytest.approx([1.96 * 3.0] * 2)
+    assert list(fig.data[2].x) == [30.0, 60.0]  # both dpo points: longer, LC within noise
+    assert charts.length_exploitation(_deltas([])).layout.annotations[0].text.startswith("Needs θ_0")
+
+
+def test_paired_differences_draw_1_96_se_and_grey_within_noise():
+    items = [
+        {
+            "run_a": 1,
+            "run_b": 2,
+            "difference": 6.0,
+            "difference_se": 4.0,
+            "within_noise": True,
+            "n_shared": 32,
+        },
+        {
+            "run_a": 1,
+            "run_b": 3,
+            "difference": 20.0,
+            "difference_se": 4.0,
+            "within_noise": False,
+            "n_shared": 32,
+        },
+        {
+            "run_a": 2,
+            "run_b": 3,
+            "difference": None,
+            "difference_se": None,
+            "within_noise": None,
+            "n_shared": 0,
+        },
+    ]
+    (trace,) = charts.paired_differences(items).data
+    assert list(trace.y) == ["#2 − #1", "#3 − #1"]
+    assert list(trace.error_x.array) == pytest.approx([7.84, 7.84])
+    assert list(trace.marker.color) == [theme.NEUTRAL, theme.ACCENT]
