@@ -1,11 +1,12 @@
-"""Compare: overlay runs' win rate vs length and metric curves; a sweep's hyperparameter heatmap."""
+"""Compare: overlay runs' win rate vs length and metric curves, paired differences within noise,
+length exploitation, one evaluation prompt across runs; a sweep's hyperparameter heatmap."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import api_client, charts, derived, ui
+from dashboard import api_client, charts, derived, lineage, ui
 
 st.title("Compare runs")
 with ui.api_guard():
@@ -27,16 +28,40 @@ def _default_selection() -> list[int]:
 
 
 selected = st.multiselect(
-    "Runs", list(by_id), default=_default_selection(), format_func=lambda i: ui.run_label(by_id[i])
+    "Runs",
+    list(by_id),
+    default=_default_selection()[: api_client.MAX_COMPARED_RUNS],
+    format_func=lambda i: ui.run_label(by_id[i]),
+    max_selections=api_client.MAX_COMPARED_RUNS,  # the API's cap per comparison request
 )
 st.query_params["runs"] = ",".join(map(str, selected))
 
 
+def evaluations_of(labels: dict[int, str]) -> pd.DataFrame:
+    """Every evaluation of the selected runs with SEs (derived.evaluation_frame), one frame."""
+    frames = [
+        derived.evaluation_frame(api_client.run_evaluations(i), run=label, run_id=i)
+        for i, label in labels.items()
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else derived.evaluation_frame([], run="", run_id=0)
+
+
 def overlay() -> None:
     labels = {i: f"#{i} {by_id[i]['name']}" for i in selected}
-    st.plotly_chart(charts.win_rate_vs_length(api_client.iterations_frame(labels)), key="cmp_wr")
+    evaluations = evaluations_of(labels)
+    headline = evaluations[evaluations["benchmark"] == api_client.HEADLINE_BENCHMARK]
+    st.plotly_chart(
+        charts.win_rate_vs_length(
+            lineage.chart_frame(headline), title="Win rate vs average length (θ_0 … θ_K)"
+        ),
+        key="cmp_wr",
+    )
+    lineage.protocol_captions({labels[i]: by_id[i]["config"] for i in selected}, headline)
     table = api_client.runs_frame([by_id[i] for i in selected])
     st.dataframe(ui.run_table(table), hide_index=True, column_config=ui.RUN_COLUMNS, placeholder="—")
+    if not evaluations.empty:
+        with st.expander("Every evaluation, rates ± SE"):
+            st.dataframe(lineage.evaluation_table(evaluations), hide_index=True)
     keys = sorted(set().union(*(api_client.metric_keys(i) for i in selected)))
     if not keys:
         st.info("None of these runs has logged training metrics yet.")
@@ -63,6 +88,78 @@ if selected:
         overlay()
 else:
     st.info("Pick one or more runs above.")
+
+# ----------------------------------------------------------------------------- noise, length, lineage
+
+
+def differences_panel(benchmark: str) -> None:
+    """Paired win-rate differences on shared prompts; those whose 95% interval covers 0 are noise."""
+    items = api_client.paired_comparisons(benchmark, selected)
+    st.plotly_chart(charts.paired_differences(items), key="cmp_paired")
+    rows = [
+        {
+            "Runs": f"#{i['run_b']} θ_{i['policy_index_b']} − #{i['run_a']} θ_{i['policy_index_a']}",
+            "Difference (points)": derived.rate_text(
+                i["difference"], i["difference_se"], i["unavailable_reason"]
+            ),
+            "Shared prompts": i["n_shared"],
+            "Verdict": "—"
+            if i["within_noise"] is None
+            else "within noise"
+            if i["within_noise"]
+            else "beyond noise",
+            "Judge": i["judge_a"] if i["judge_a"] == i["judge_b"] else f"{i['judge_a']} / {i['judge_b']}",
+        }
+        for i in items
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption(
+        "Each run's latest evaluated model; b − a in win-rate points over the prompts both judged, ± the "
+        "paired SE (sd of per-prompt differences / √n). Within noise: the 95% interval covers 0."
+    )
+
+
+def prompt_panel(benchmark: str) -> None:
+    """One evaluation prompt across the selected runs' iterations, next to the baseline answer."""
+    wanted = st.query_params.get("prompt")
+    page = api_client.eval_samples(selected[0], benchmark=benchmark, limit=100)
+    prompts = {str(s["uid"]): s["instruction"] for s in page.items if s.get("uid") is not None}
+    if wanted and wanted not in prompts:
+        prompts = {str(wanted): "(from the link)", **prompts}
+    if not prompts:
+        st.info(f"Run #{selected[0]} has no {benchmark} outputs yet.")
+        return
+    ids = list(prompts)
+    chosen = st.selectbox(
+        "Prompt",
+        ids,
+        index=ids.index(str(wanted)) if wanted in prompts else 0,
+        format_func=lambda uid: f"#{uid}: {prompts[uid][:90]}",
+        key="cmp_prompt",
+    )
+    lineage.show_eval_lineage(benchmark, chosen, selected)
+
+
+if len(selected) >= 1:
+    with ui.api_guard(stop=False):
+        runs_evaluations = evaluations_of({i: f"#{i} {by_id[i]['name']}" for i in selected})
+        benchmarks = list(dict.fromkeys(runs_evaluations["benchmark"])) or [api_client.HEADLINE_BENCHMARK]
+        wanted_benchmark = st.query_params.get("benchmark")
+        benchmark = st.selectbox(
+            "Benchmark",
+            benchmarks,
+            index=benchmarks.index(wanted_benchmark) if wanted_benchmark in benchmarks else 0,
+            key="cmp_benchmark",
+        )
+        if len(selected) >= 2:
+            st.markdown("#### Differences between runs (paired on shared prompts)")
+            differences_panel(benchmark)
+        st.markdown("#### Length exploitation: change from θ_0")
+        lineage.show_length_exploitation(
+            runs_evaluations[runs_evaluations["benchmark"] == benchmark], key="cmp_len_exploit"
+        )
+        st.markdown("#### One evaluation prompt across runs")
+        prompt_panel(benchmark)
 
 # ----------------------------------------------------------------------------- sweeps
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import api_client, ui
+from dashboard import api_client, lineage, ui
 
 AGREEMENT = {
     "all": None,
@@ -76,6 +76,10 @@ def show_pair(pair: dict[str, Any]) -> None:
             )
             col.markdown(f":{color}[**{role.capitalize()}**] · {numbers}")
             col.text(pair[f"{role}_text"])
+        # Lineage (docs/dashboard.md): fetched only when opened, one request per opened pair.
+        if st.toggle("All candidates of this prompt", key=f"candidates_{pair['iteration']}_{pair['id']}"):
+            with ui.api_guard(stop=False):
+                lineage.show_candidates(run_id, int(pair["iteration"]), str(pair["id"]))
 
 
 if not page.items:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import api_client, charts, derived, session, theme, ui
+from dashboard import api_client, charts, derived, lineage, session, theme, ui
 
 REFRESH_S = 5
 
@@ -147,8 +147,8 @@ else:
 ITERATION_COLUMNS = {
     "iteration": st.column_config.NumberColumn("Iteration", format="%d"),
     "status": st.column_config.TextColumn("Status"),
-    "lc_win_rate": st.column_config.NumberColumn("LC win rate (%)", format="%.1f"),
-    "win_rate": st.column_config.NumberColumn("Win rate (%)", format="%.1f"),
+    "lc_win_rate": st.column_config.TextColumn("LC win rate (%)", help="θ_{k+1}'s, ± SE; n/a: why."),
+    "win_rate": st.column_config.TextColumn("Win rate (%)", help="θ_{k+1}'s, ± SE."),
     "avg_length": st.column_config.NumberColumn("Avg length (chars)", format="%.0f"),
     "pairs": st.column_config.NumberColumn("Pairs", format="%d"),
     "agreement_rate": st.column_config.NumberColumn("Agreement P(s_ref>0)", format="percent"),
@@ -157,14 +157,36 @@ ITERATION_COLUMNS = {
     "mean_rejected_length": st.column_config.NumberColumn("Rejected len (tokens)", format="%.0f"),
 }
 
+
+def rate_texts(evaluations: list[dict]) -> dict[int, dict[str, str]]:
+    """Per iteration k, θ_{k+1}'s headline-benchmark rates as "x ± SE" (or "n/a (why)")."""
+    headline = [e for e in evaluations if e["benchmark"] == api_client.HEADLINE_BENCHMARK] or evaluations
+    return {
+        e["iteration"]: {
+            "win_rate": derived.rate_text(e["win_rate"], e["win_rate_se"]),
+            "lc_win_rate": derived.rate_text(
+                e["lc_win_rate"], e["lc_win_rate_se"], e["lc_unavailable_reason"]
+            ),
+        }
+        for e in headline
+        if e["iteration"] is not None
+    }
+
+
 with ui.api_guard():
     iterations = api_client.run_iterations(run_id)
+    rates = rate_texts(api_client.run_evaluations(run_id))
 st.markdown("#### Iterations")
 if not iterations:
     st.info("No iterations recorded yet.")
 else:
     rows = [
-        {**it, **it["pair_stats"], "status": theme.status_label(it["status"] or "pending")}
+        {
+            **it,
+            **it["pair_stats"],
+            "status": theme.status_label(it["status"] or "pending"),
+            **rates.get(it["iteration"], {"win_rate": "–", "lc_win_rate": "–"}),
+        }
         for it in iterations
     ]
     st.dataframe(
@@ -178,11 +200,18 @@ else:
 
 
 def win_rate_tab() -> None:
-    frame = pd.DataFrame(
-        [{"run": run["name"], **it} for it in iterations],
-        columns=["run", "iteration", *api_client.EVAL_FIELDS],
-    )
-    st.plotly_chart(charts.win_rate_vs_length(frame), key="wr_len")
+    """θ_0 … θ_K with 95% intervals, the rates as "x ± SE", who judged, and length exploitation."""
+    frame = derived.evaluation_frame(api_client.run_evaluations(run_id), run=run["name"], run_id=run_id)
+    benchmarks = list(dict.fromkeys(frame["benchmark"]))
+    if len(benchmarks) > 1:
+        frame = frame[frame["benchmark"] == st.selectbox("Benchmark", benchmarks, key="wr_benchmark")]
+    st.plotly_chart(charts.win_rate_vs_length(lineage.chart_frame(frame)), key="wr_len")
+    if frame.empty:
+        return
+    lineage.protocol_captions({run["name"]: run["config"]}, frame)
+    st.dataframe(lineage.evaluation_table(frame), hide_index=True)
+    st.markdown("##### Length exploitation")
+    lineage.show_length_exploitation(frame, key="len_exploit")
 
 
 def rewards_tab() -> None:
@@ -269,6 +298,23 @@ def samples_tab() -> None:
     ]
     st.dataframe(frame[shown], hide_index=True)
     st.caption("preference: 2 = model output preferred over the baseline, 1 = baseline preferred.")
+    st.markdown("##### One prompt across iterations")
+    prompts = {(s["benchmark"], s["uid"]): s["instruction"] for s in page.items if s.get("uid") is not None}
+    if not prompts:
+        return
+    chosen = st.selectbox(
+        "Prompt",
+        list(prompts),
+        format_func=lambda key: f"{key[0]} #{key[1]}: {prompts[key][:80]}",
+        key="lineage_prompt",
+    )
+    lineage.show_eval_lineage(chosen[0], chosen[1], [run_id])
+    st.page_link(
+        ui.COMPARE_PAGE,
+        label="Compare this prompt across runs",
+        icon=":material/compare_arrows:",
+        query_params={"runs": str(run_id), "benchmark": chosen[0], "prompt": chosen[1]},
+    )
 
 
 def logs_tab() -> None:

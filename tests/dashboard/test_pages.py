@@ -117,7 +117,9 @@ def test_run_detail_shows_stages_iterations_and_charts(stand_in):
     assert "#1 aipo-smollm2" in texts(at)
     stages, iterations = at.dataframe[0].value, at.dataframe[1].value
     assert len(stages) == 10 and set(stages["status"]) == {"✓ succeeded"}
-    assert list(iterations["lc_win_rate"]) == [12.0, 18.0]
+    # Rates come from the API's evaluations (rate ± SE), which this stand-in does not serve:
+    # tests/dashboard/test_lineage.py checks them against the real backend.
+    assert list(iterations["lc_win_rate"]) == ["–", "–"]
     assert {"wr_len", "rewards", "s_ref", "weights", "len_logp", "len_hist"} <= plotly_keys(at)
     assert "started" in texts(at)  # the log of the last stage is shown
 
