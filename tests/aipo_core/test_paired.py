@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from aipo_core.eval_summary import verdict
 from aipo_core.paired import Z_95, paired_difference
 
 
@@ -31,10 +30,3 @@ def test_unjudged_prompts_are_left_out_and_too_few_shared_is_a_reason() -> None:
     result = paired_difference({"0": 1.0, "1": None}, {"0": 2.0, "1": 2.0})
     assert result.n == 1 and result.difference is None and "< 2" in result.reason
     assert result.within_noise is None
-
-
-def test_verdict_in_words() -> None:
-    assert [verdict(p) for p in (2.0, 1.0, 1.5, 0, None, 1.7, 1.2)] == [
-        "model preferred", "baseline preferred", "tie", "tie", "not judged", "model preferred",
-        "baseline preferred",
-    ]  # fmt: skip
