@@ -175,7 +175,8 @@ def rate_texts(evaluations: list[dict]) -> dict[int, dict[str, str]]:
 
 with ui.api_guard():
     iterations = api_client.run_iterations(run_id)
-    rates = rate_texts(api_client.run_evaluations(run_id))
+    evaluations = api_client.run_evaluations(run_id)
+    rates = rate_texts(evaluations)
 st.markdown("#### Iterations")
 if not iterations:
     st.info("No iterations recorded yet.")
@@ -192,6 +193,9 @@ else:
     st.dataframe(
         pd.DataFrame(rows, columns=list(ITERATION_COLUMNS)), hide_index=True, column_config=ITERATION_COLUMNS
     )
+    headline = [e for e in evaluations if e["benchmark"] == api_client.HEADLINE_BENCHMARK] or evaluations
+    if headline:
+        st.caption(f"Win rates of θ_{{k+1}}, ± SE · {derived.protocol_text(run['config'], headline[-1])}")
     with st.expander("All evaluation metrics"):
         flat = pd.DataFrame([{"iteration": it["iteration"], **it["metrics"]} for it in iterations])
         st.dataframe(flat.set_index("iteration"))

@@ -110,6 +110,7 @@ def test_run_detail_shows_rates_with_se_judge_protocol_and_length_view(backend: 
     assert_clean(at)
     iterations = at.dataframe[1].value
     assert all(" ± " in text for text in iterations["win_rate"])
+    assert "Win rates of θ_{k+1}, ± SE · judge: base model θ_0 (tiny-random-llama), fixed" in texts(at)
     assert {"wr_len", "len_exploit"} <= plotly_keys(at)
     assert (
         f"judge: base model θ_0 (tiny-random-llama), fixed · alpaca_eval: {PROMPTS} prompts judged"
