@@ -10,6 +10,7 @@ the store. Every request is bounded: at most MAX_COMPARED_RUNS runs, ids and nam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Annotated
 
@@ -36,7 +37,7 @@ from backend.schemas import (
     SafeStr,
 )
 from backend.store.candidates import ArtifactOutsideRun, PromptCandidates, read_prompt_candidates
-from backend.store.eval_samples import latest_evaluation, prompt_outputs
+from backend.store.eval_samples import LatestEvaluation, latest_evaluation, prompt_outputs
 from backend.store.models import EvalSample, Pair, Run
 
 router = APIRouter(tags=["lineage"], dependencies=[Depends(require_token)], responses=ERRORS)
@@ -183,31 +184,41 @@ def eval_sample_lineage(
     )
 
 
-def _paired(session: Session, a: Run, b: Run, benchmark: str) -> PairedDifferencePublic:
-    found = {run.id: latest_evaluation(session, run.id, benchmark) for run in (a, b)}
-    judges = {
-        run.id: judge_info(run.run_config()).name(found[run.id].policy_index) if found[run.id] else None
-        for run in (a, b)
-    }
-    ea, eb = found[a.id], found[b.id]
-    fields = {
-        "run_a": a.id,
-        "run_b": b.id,
-        "benchmark": benchmark,
-        "policy_index_a": ea.policy_index if ea else None,
-        "policy_index_b": eb.policy_index if eb else None,
-        "judge_a": judges[a.id],
-        "judge_b": judges[b.id],
-    }
-    missing = [run.id for run in (a, b) if found[run.id] is None]
-    if missing:
-        result = PairedDifference(0, None, None, f"run {missing[0]} has no evaluation on {benchmark}")
-    elif judges[a.id] != judges[b.id]:
-        result = PairedDifference(0, None, None, "judged by different judges: verdicts not on one scale")
-    else:
-        result = paired_difference(ea.preferences, eb.preferences)  # type: ignore[union-attr]
+@dataclass(frozen=True)
+class _Latest:
+    """A run's latest evaluation on the benchmark, with who judged it."""
+
+    run: Run
+    evaluation: LatestEvaluation | None
+    judge: JudgeInfo
+
+    @property
+    def judge_name(self) -> str | None:
+        return None if self.evaluation is None else self.judge.name(self.evaluation.policy_index)
+
+
+def _comparison(a: _Latest, b: _Latest) -> PairedDifference:
+    """b − a, or why there is none: a missing evaluation, a self-judging policy, another judge."""
+    for side in (a, b):
+        if side.evaluation is None:
+            return PairedDifference(0, None, None, f"run {side.run.id} has no evaluation on this benchmark")
+    if a.judge.self_judged or b.judge.self_judged:
+        return PairedDifference(0, None, None, "self-judged: each run's policy is a different judge")
+    if a.judge_name != b.judge_name:
+        return PairedDifference(0, None, None, "judged by different judges: verdicts not on one scale")
+    return paired_difference(a.evaluation.preferences, b.evaluation.preferences)  # type: ignore[union-attr]
+
+
+def _paired(a: _Latest, b: _Latest, benchmark: str) -> PairedDifferencePublic:
+    result = _comparison(a, b)
     return PairedDifferencePublic(
-        **fields,
+        run_a=a.run.id,
+        run_b=b.run.id,
+        benchmark=benchmark,
+        policy_index_a=a.evaluation.policy_index if a.evaluation else None,
+        policy_index_b=b.evaluation.policy_index if b.evaluation else None,
+        judge_a=a.judge_name,
+        judge_b=b.judge_name,
         n_shared=result.n,
         difference=result.difference,
         difference_se=result.se,
@@ -225,6 +236,10 @@ def paired_comparisons(benchmark: BenchmarkQ, run_ids: RunIdsQ, session: Session
     """For every pair of the runs (a before b, in the order asked): run b's latest evaluated
     model minus run a's, in win-rate points over the prompts both judged, with the paired SE
     (aipo_core.paired; docs/evaluation.md). Null with a reason when the runs were judged by
-    different judges or share fewer than two judged prompts."""
-    runs = _load_runs(session, run_ids)
-    return PairedDifferenceList(items=[_paired(session, a, b, benchmark) for a, b in combinations(runs, 2)])
+    different judges (a self-judging policy is a judge of its own) or share fewer than two
+    judged prompts."""
+    latest = [
+        _Latest(run, latest_evaluation(session, run.id, benchmark), judge_info(run.run_config()))
+        for run in _load_runs(session, run_ids)
+    ]
+    return PairedDifferenceList(items=[_paired(a, b, benchmark) for a, b in combinations(latest, 2)])

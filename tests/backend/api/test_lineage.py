@@ -165,3 +165,15 @@ def test_paired_difference_between_runs_on_shared_prompts(api: Api) -> None:
     assert ab["difference"] == 62.5 and abs(ab["difference_se"] - 23.93567) < 1e-4
     assert ab["within_noise"] is False and ab["judge_a"] == ab["judge_b"]
     assert items[1]["difference"] is None and f"run {c}" in items[1]["unavailable_reason"]
+
+
+def test_self_judged_runs_are_never_paired(api: Api) -> None:
+    """Two self-judging runs at the same θ_j carry the same judge name, yet different judges."""
+    self_judged = {"judge": {"kind": "llm_judge", "model": "policy"}}
+    a, b = (api.create_run(evaluation=self_judged)["id"] for _ in range(2))
+    for run_id in (a, b):
+        seed_evaluations(api, run_id, {"0": [1.0, 2.0, 2.0]})
+    params = {"benchmark": "alpaca_eval", "run_ids": [a, b]}
+    (item,) = api.client.get("/api/v1/comparisons/paired", params=params).json()["items"]
+    assert item["judge_a"] == item["judge_b"] == "llm_judge:policy θ_1"
+    assert item["difference"] is None and item["unavailable_reason"].startswith("self-judged")
