@@ -27,6 +27,7 @@ PROMPTS = 80
 class Seeded:
     aipo: int
     dpo: int
+    queued: int  # nothing evaluated yet
 
 
 def _evaluation(rng: np.random.Generator, win: float, length: float) -> list[dict]:
@@ -51,6 +52,7 @@ def _seed(database_url: str, home: Path) -> Seeded:
             session,
             small_config(name="dpo-run", objective={"name": "dpo", "beta": 0.1}, evaluation={"seed": 3}),
         )
+        queued = runs.create_run(session, small_config(name="queued-run"))
         session.flush()
         # AIPO: same length, more wins; DPO: 60% longer answers, win rate flat (length exploitation).
         for run, plan in (
@@ -73,7 +75,7 @@ def _seed(database_url: str, home: Path) -> Seeded:
         }
         pairs.replace_pairs(session, aipo.id, 0, [pair])
         session.commit()
-        ids = Seeded(aipo=aipo.id, dpo=dpo.id)
+        ids = Seeded(aipo=aipo.id, dpo=dpo.id, queued=queued.id)
     folder = artifacts.iteration_dir(home, str(ids.aipo), 0)
     candidates = ["An orange.", "A lemon, sour and bright.", "Cars.", "Bana"]
     artifacts.write_jsonl_atomic(
@@ -133,11 +135,15 @@ def test_run_detail_flags_length_growth_without_lc_gain(backend: Seeded) -> None
 
 
 def test_compare_marks_noise_and_shows_a_prompt_across_runs(backend: Seeded) -> None:
-    at = open_page(ui.COMPARE_PAGE, runs=f"{backend.aipo},{backend.dpo}")
+    at = open_page(ui.COMPARE_PAGE, runs=f"{backend.aipo},{backend.dpo},{backend.queued}")
     assert_clean(at)
     assert {"cmp_wr", "cmp_paired", "cmp_len_exploit"} <= plotly_keys(at)
     differences = next(d.value for d in at.dataframe if "Shared prompts" in d.value.columns)
-    assert list(differences["Shared prompts"]) == [PROMPTS]
+    assert list(differences["Shared prompts"]) == [PROMPTS, 0, 0]
+    assert (
+        differences["Difference (points)"].iloc[1]
+        == f"n/a (run {backend.queued} has no evaluation on this benchmark)"
+    )
     assert differences["Verdict"].iloc[0] in ("within noise", "beyond noise")
     assert " ± " in differences["Difference (points)"].iloc[0]
     assert f"#{backend.aipo} aipo-run" in texts(at) and f"#{backend.dpo} dpo-run" in texts(at)
