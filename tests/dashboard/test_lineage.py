@@ -165,3 +165,10 @@ def test_pairs_page_opens_every_candidate_of_a_pair(backend: Seeded) -> None:
 def test_an_unknown_prompt_is_not_found_with_its_id(backend: Seeded) -> None:
     with pytest.raises(api_client.ApiNotFound, match="'nope' in the candidates of iteration 0"):
         api_client.prompt_candidates(backend.aipo, 0, "nope")
+
+
+def test_run_detail_of_a_run_not_yet_evaluated_renders(backend: Seeded) -> None:
+    at = open_page(ui.RUN_DETAIL_PAGE, run=str(backend.queued))
+    assert_clean(at)
+    assert set(at.dataframe[1].value["lc_win_rate"]) == {"–"}
+    assert "len_exploit" not in plotly_keys(at)
