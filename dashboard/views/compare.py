@@ -57,11 +57,11 @@ def overlay() -> None:
         key="cmp_wr",
     )
     lineage.protocol_captions({labels[i]: by_id[i]["config"] for i in selected}, headline)
-    table = api_client.runs_frame([by_id[i] for i in selected])
+    # The runs without their bare latest rates: the evaluations below carry each rate with its SE.
+    table = api_client.runs_frame([by_id[i] for i in selected], with_eval=False)
     st.dataframe(ui.run_table(table), hide_index=True, column_config=ui.RUN_COLUMNS, placeholder="—")
     if not evaluations.empty:
-        with st.expander("Every evaluation, rates ± SE"):
-            st.dataframe(lineage.evaluation_table(evaluations), hide_index=True)
+        st.dataframe(lineage.evaluation_table(evaluations), hide_index=True)
     keys = sorted(set().union(*(api_client.metric_keys(i) for i in selected)))
     if not keys:
         st.info("None of these runs has logged training metrics yet.")
