@@ -138,6 +138,9 @@ def test_compare_marks_noise_and_shows_a_prompt_across_runs(backend: Seeded) -> 
     at = open_page(ui.COMPARE_PAGE, runs=f"{backend.aipo},{backend.dpo},{backend.queued}")
     assert_clean(at)
     assert {"cmp_wr", "cmp_paired", "cmp_len_exploit"} <= plotly_keys(at)
+    table = next(d.value for d in at.dataframe if "Model" in d.value.columns)
+    assert len(table) == 6 and all(" ± " in text for text in table["Win rate (%)"])  # 2 runs × θ_0..θ_2
+    assert not any("lc_win_rate" in d.value.columns for d in at.dataframe)  # no bare rates
     differences = next(d.value for d in at.dataframe if "Shared prompts" in d.value.columns)
     assert list(differences["Shared prompts"]) == [PROMPTS, 0, 0]
     assert (
