@@ -78,7 +78,8 @@ def win_rate_vs_length(frame: pd.DataFrame, *, title: str = "Win rate vs average
     lc_win_rate (percent, either may be NaN). LC win rate is the solid line, raw win rate
     the dashed one in the same colour; each point is labelled with its iteration, or with
     `label` (e.g. "θ_2") when the frame has that column. With win_rate_se / lc_win_rate_se
-    columns each point carries its 95% interval, ±1.96·SE, as a vertical error bar.
+    columns each point carries its 95% interval, ±1.96·SE, as a vertical error bar; with an
+    lc_unavailable_reason column, the reasons of the points without LC are written on the chart.
     """
     needed = {"run", "iteration", "avg_length", "win_rate", "lc_win_rate"}
     data = frame.dropna(subset=["avg_length"]) if needed <= set(frame.columns) else frame.iloc[0:0]
@@ -112,7 +113,18 @@ def win_rate_vs_length(frame: pd.DataFrame, *, title: str = "Win rate vs average
                 )
             )
     fig.add_annotation(**_INTERVAL_NOTE)
+    missing = _lc_unavailable_note(data)
+    if missing:
+        _corner_note(fig, missing, font={"size": 11, "color": theme.NEUTRAL}, bgcolor="rgba(255,255,255,0.8)")
     return _layout(fig, title=title, x=theme.LABELS["avg_length"], y=theme.LABELS["win_rate"])
+
+
+def _lc_unavailable_note(data: pd.DataFrame) -> str | None:
+    """ "LC n/a: <reason>; …" for the points without an LC win rate, from the API's reasons."""
+    if "lc_unavailable_reason" not in data:
+        return None
+    reasons = data.loc[data["lc_win_rate"].isna(), "lc_unavailable_reason"].dropna().unique()
+    return "LC n/a: " + "; ".join(str(r) for r in reasons[:2]) if len(reasons) else None
 
 
 _INTERVAL_NOTE = {

@@ -203,6 +203,20 @@ def test_win_rate_points_carry_error_bars_of_1_96_se_and_theta_labels():
     assert "95% interval" in " ".join(_annotation_texts(charts.win_rate_vs_length(frame)))
 
 
+def test_win_rate_chart_says_why_lc_is_missing():
+    frame = pd.DataFrame(
+        [
+            {"run": "a", "iteration": 0, "avg_length": 900.0, "win_rate": 10.0, "lc_win_rate": math.nan,
+             "lc_unavailable_reason": "too few judgements (32 < 50)"},
+            {"run": "a", "iteration": 1, "avg_length": 950.0, "win_rate": 12.0, "lc_win_rate": 11.0,
+             "lc_unavailable_reason": None},
+        ]
+    )  # fmt: skip
+    assert "LC n/a: too few judgements (32 < 50)" in _annotation_texts(charts.win_rate_vs_length(frame))
+    with_lc = frame.assign(lc_win_rate=[9.0, 11.0])
+    assert not any(t.startswith("LC n/a") for t in _annotation_texts(charts.win_rate_vs_length(with_lc)))
+
+
 @pytest.mark.parametrize(
     ("length_pct", "lc_change", "se", "flag"),
     [
