@@ -353,7 +353,9 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.config.generation
     if cfg.backend == "vllm":
         placement = _vllm_placement(ctx)
-        generator, tokenizer = _vllm_generator(ctx, ctx.policy_in(), ctx.policy_field(), placement)
+        generator, tokenizer = _vllm_generator(
+            ctx, ctx.policy_in(), ctx.policy_field(), placement, "generate"
+        )
     else:
         placement = _inference_placement(
             ctx,
@@ -390,17 +392,27 @@ def _vllm_placement(ctx: StageContext) -> Placement:
     return placement
 
 
-def _vllm_generator(ctx: StageContext, spec: str, field: str, placement: Placement):
+def _vllm_generator(ctx: StageContext, spec: str, field: str, placement: Placement, stage: str):
     """vLLM in child processes over tensor × data parallel GPUs; this process never loads weights,
     so the GPUs are entirely vLLM's while it samples and entirely free once it has returned."""
     from aipo_core.generation import vllm_generator
     from aipo_core.models import load_tokenizer, resolve_model_path
+    from aipo_core.preflight import check_vllm_memory, model_shape
 
     remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
     checked = {"access": ctx.policy_access, "field": field, "trust_remote_code": remote_code}
     path = resolve_model_path(spec, ctx.model_cache_dir, **checked)
-    tokenizer = load_tokenizer(spec, cache_dir=ctx.model_cache_dir, **checked)
     cfg = ctx.config.generation
+    shape = model_shape(path, trust_remote_code=remote_code)
+    check_vllm_memory(
+        stage,
+        spec,
+        shape,
+        placement,
+        tensor_parallel=cfg.tensor_parallel_size,
+        utilization=cfg.gpu_memory_utilization,
+    )
+    tokenizer = load_tokenizer(spec, cache_dir=ctx.model_cache_dir, **checked)
     generator = vllm_generator(cfg, path, tokenizer, placement=placement, trust_remote_code=remote_code)
     return generator, tokenizer
 
@@ -673,7 +685,7 @@ def _answer(
     evaluation = ctx.config.evaluation
     if ctx.config.generation.backend == "vllm":
         models.release()
-        generator, _ = _vllm_generator(ctx, subject.spec, subject.field, placement)
+        generator, _ = _vllm_generator(ctx, subject.spec, subject.field, placement, "evaluate")
         return answer_samples(generator, samples, evaluation, on_answered=answered)
     model, tokenizer = _hold_subject(ctx, models, subject, "answers", placement, rows=GENERATION_BATCH_SIZE)
     generator = HFGenerator(model, tokenizer, batch_size=GENERATION_BATCH_SIZE)

@@ -16,6 +16,8 @@ Estimates per device, in bytes:
 - generation adds its KV cache: 2 (K, V) × layers × KV width × cached tokens; judges, rankers and
   reward models are inference too (a reward model measured as a sequence classifier, PairRM by its
   checkpoint's weights: `checkpoint_shape`), with bf16 or a smaller batch as options;
+- vLLM (`check_vllm_memory`): each replica's 1/tensor_parallel_size of the weights must fit the
+  `gpu_memory_utilization` share of its GPU (vLLM sizes its KV cache from what is left);
 - a fixed margin for the CUDA context and allocator fragmentation.
 
 These are estimates (±20%), meant to tell "cannot possibly fit" from "should fit".
@@ -238,6 +240,59 @@ def inference_options(
         need = inference_need(shape, placement, rows=smaller, tokens=tokens)
         fitting.append(f"{batch_field}: {smaller}: ~{need.total / GiB:.1f} GiB")
     return fitting
+
+
+def vllm_need(shape: ModelShape, placement: Placement, *, tensor_parallel: int) -> MemoryNeed:
+    """Per GPU of a vLLM replica: its 1/tensor_parallel of the weights plus the CUDA runtime. The
+    KV cache is not counted: vLLM gives it whatever its memory share leaves."""
+    return MemoryNeed(
+        {
+            "weights": shape.parameters * _bytes(placement.compute_dtype) // tensor_parallel,
+            "CUDA runtime": _overhead(placement),
+        }
+    )
+
+
+def check_vllm_memory(
+    what: str,
+    model: str,
+    shape: ModelShape,
+    placement: Placement,
+    *,
+    tensor_parallel: int,
+    utilization: float,
+) -> None:
+    """Refuse when a replica's weight shard does not fit the `utilization` share of its GPU (what
+    vLLM may take), instead of failing minutes later inside vLLM's child process."""
+    gpu = placement.gpus[0]
+    budget = int(utilization * gpu.memory_bytes)
+
+    def options() -> list[str]:
+        found = []
+        for share in (0.9, 0.95):
+            if share > utilization and vllm_need(shape, placement, tensor_parallel=tensor_parallel).total <= (
+                share * gpu.memory_bytes
+            ):
+                found.append(f"generation.gpu_memory_utilization: {share}")
+                break
+        for size in SHARDING_OPTIONS:
+            need = vllm_need(shape, placement, tensor_parallel=size)
+            if size > tensor_parallel and need.total <= budget:
+                found.append(f"generation.tensor_parallel_size: {size} ({size} GPUs per replica)")
+                break
+        return found
+
+    check_memory(
+        what,
+        model,
+        shape,
+        vllm_need(shape, placement, tensor_parallel=tensor_parallel),
+        replace(placement, gpus=(replace(gpu, name=f"{gpu.name} (vLLM's {utilization:g} share)"),)),
+        budget,
+        options=options,
+        no_fit="No gpu_memory_utilization or tensor_parallel_size (up to 8) fits: use GPUs with more "
+        "memory or a smaller model.",
+    )
 
 
 TRAINING_NO_FIT = (

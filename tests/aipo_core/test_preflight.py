@@ -287,3 +287,32 @@ def test_pairrm_is_measured_by_its_checkpoint_weights(tmp_path: Path) -> None:
     folder = build_tiny_pairrm(tmp_path)
     weights = load_file(str(folder / "model.safetensors"))
     assert checkpoint_shape(folder).parameters == sum(t.numel() for t in weights.values())
+
+
+def test_vllm_refuses_a_replica_whose_weights_exceed_its_gpu_share_before_starting(
+    mistral_folder: Path, tmp_path: Path
+) -> None:
+    """A 7B model in fp32 (no bf16 on a T4) cannot fit 0.85 × 15 GiB: refused in the stage process,
+    with the tensor-parallel size that would fit, not minutes later inside vLLM's child."""
+    t4s = Hardware(gpus=tuple(GPU(i, "Tesla T4", 15 * GiB) for i in range(4)), bf16=False)
+    config = RunConfig.model_validate(
+        {"name": "big", "model": str(mistral_folder), "generation": {"backend": "vllm"}}
+    )
+    instructions = artifacts.iteration_dir(tmp_path, "g", 0) / "instructions.jsonl"
+    artifacts.write_jsonl_atomic(instructions, [{"id": "a", "instruction": "hi"}])
+    with pytest.raises(InsufficientMemoryError) as refused:
+        run_stage(
+            "generate",
+            config,
+            artifact_root=tmp_path,
+            run_id="g",
+            iteration=0,
+            hardware=t4s,
+            access=ModelAccess(data_roots=(tmp_path.resolve(),)),
+        )
+    assert str(refused.value) == (
+        f"generate: model {mistral_folder} has 7.24 B parameters and needs about 28.5 GiB per device "
+        "(weights 27.0 + CUDA runtime 1.5 GiB) on cuda:0 in float32, but only 12.8 GiB free on Tesla T4 "
+        "(vLLM's 0.85 share). Options that would fit: generation.tensor_parallel_size: 4 "
+        "(4 GPUs per replica)."
+    )
