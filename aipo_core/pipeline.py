@@ -721,13 +721,17 @@ def _judge(
     answered: list[tuple[_Subject, dict[str, Answers]]],
     samples: dict[str, EvalSample],
     placement: Placement,
-    sink: Sink,
+    window: tuple[float, float],
 ) -> None:
-    """Judge every answer set against its benchmark's baseline and write eval/…/{benchmark}.jsonl."""
+    """Judge every answer set against its benchmark's baseline and write eval/…/{benchmark}.jsonl;
+    progress runs over `window` (start, width) of the stage, one equal share per answer set."""
     from aipo_core.eval_summary import BASE_EVALUATION, BENCHMARK_BASELINES, evaluation_path, judge_info
     from aipo_core.evaluation import judge_answers
 
     info = judge_info(ctx.config)
+    start, width = window
+    share = width / sum(len(answers) for _, answers in answered)
+    done = 0
     for subject, answers in answered:
         judge = _hold_judge(ctx, models, subject, placement)
         for benchmark, subject_answers in answers.items():
@@ -737,12 +741,13 @@ def _judge(
                 judge=judge,
                 judge_name=info.name(subject.index),
                 baseline_model=BENCHMARK_BASELINES.get(benchmark),
-                sink=sink,
+                sink=_scaled_sink(ctx, start + share * done, share),
                 metric_prefix=f"{BASE_EVALUATION}/" if subject.evaluated == BASE_EVALUATION else "",
             )
             artifacts.write_jsonl_atomic(
                 evaluation_path(ctx.out, subject.evaluated, benchmark), result.records
             )
+            done += 1
 
 
 def _policy_logps(
@@ -892,17 +897,17 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     models: ResidentModels = ResidentModels()
     answered: list[tuple[_Subject, dict[str, Answers]]] = []
     for n, (subject, todo) in enumerate(pending):
-        ctx.progress(0.9 * n / len(pending), f"θ_{subject.index} answers {len(todo)} benchmark(s)")
-        answers = _answer(
-            ctx, models, subject, todo, placement, _scaled_sink(ctx, 0.9 * 2 * n / steps, 0.9 / steps)
-        )
+        # Progress shares: self-judged, answer n and judge n alternate; else all answers, then judging.
+        start = 0.9 * (2 * n if mode == POLICY_JUDGE else n) / steps
+        ctx.progress(start, f"θ_{subject.index} answers {len(todo)} benchmark(s)")
+        answers = _answer(ctx, models, subject, todo, placement, _scaled_sink(ctx, start, 0.9 / steps))
         if mode == POLICY_JUDGE:  # judged by itself, while it is loaded
-            judging = _scaled_sink(ctx, 0.9 * (2 * n + 1) / steps, 0.9 / steps)
+            judging = (0.9 * (2 * n + 1) / steps, 0.9 / steps)
             _judge(ctx, models, [(subject, answers)], by_benchmark, inference, judging)
         else:
             answered.append((subject, answers))
     if answered:
-        judging = _scaled_sink(ctx, 0.9 * len(pending) / steps, 0.9 * len(answered) / steps)
+        judging = (0.9 * len(pending) / steps, 0.9 * len(answered) / steps)
         _judge(ctx, models, answered, by_benchmark, inference, judging)
     summary: dict[str, Any] = {"judge": judge_info(ctx.config).label, **_evaluation_metrics(ctx, samples)}
     ctx.progress(0.9, "pair analysis")

@@ -508,9 +508,18 @@ def test_evaluate_holds_one_model_at_a_time(trained_iteration, tmp_path, judge, 
     cfg = tiny_config(
         iterations=1, evaluation={**TINY["evaluation"], "judge": {"kind": "llm_judge", **judge}}
     )
+    events: list[dict] = []
     summary = run_stage(
-        "evaluate", cfg, artifact_root=trained_iteration, run_id="t", iteration=0, scratch_dir=tmp_path
+        "evaluate",
+        cfg,
+        artifact_root=trained_iteration,
+        run_id="t",
+        iteration=0,
+        scratch_dir=tmp_path,
+        sink=events.append,
     )
+    fractions = [e["fraction"] for e in events if e["kind"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     expected = [
         {
             "model": "judge llm_judge:tiny-random-llama" if name == "judge" else f"{name} {ON_CPU}",
