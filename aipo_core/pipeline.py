@@ -176,10 +176,23 @@ def _judge_shape(ctx: StageContext, kind: str, spec: str, field: str):
 
 
 def _check_judge_memory(
-    ctx: StageContext, stage: str, kind: str, spec: str, section: str, *, rows: int, tokens: int
+    ctx: StageContext,
+    stage: str,
+    kind: str,
+    spec: str,
+    section: str,
+    *,
+    rows: int,
+    tokens: int,
+    whole_device: bool = False,
 ) -> None:
     """Refuse a separate judge / ranker model (an LLM, a reward model, PairRM) that cannot fit
-    beside what this process holds now; `section` is its config section (ranker, evaluation.judge)."""
+    beside what this process holds now; `section` is its config section (ranker, evaluation.judge).
+    `whole_device`: against a GPU's whole memory instead of what is free now, for a check made
+    before this process has a CUDA context (measuring would create one, which would then hold
+    memory while vLLM's children answer)."""
+    from dataclasses import replace
+
     from aipo_core.access import PAIRRM_HUB_ID
     from aipo_core.devices import available_memory
     from aipo_core.preflight import check_memory, inference_need, inference_options
@@ -189,7 +202,12 @@ def _check_judge_memory(
     field = f"{section}.model"
     placement = inference_placement(ctx.config, _hardware(ctx))
     shape = _judge_shape(ctx, kind, spec, field)
-    available = available_memory(placement)
+    if whole_device and placement.device == "cuda":
+        gpu = placement.gpus[0]
+        available = gpu.memory_bytes
+        placement = replace(placement, gpus=(replace(gpu, name=f"{gpu.name} (all of its memory)"),))
+    else:
+        available = available_memory(placement)
     check_memory(
         stage,
         spec,
@@ -692,6 +710,23 @@ def _answer(
     return answer_samples(generator, samples, evaluation, on_answered=answered)
 
 
+def _check_evaluation_judge_memory(ctx: StageContext, *, whole_device: bool = False) -> None:
+    """The judge preflight of the evaluate stage, for a separate judge model (not the API annotator)."""
+    judge, evaluation = ctx.config.evaluation.judge, ctx.config.evaluation
+    if _judge_mode(ctx) != "separate" or judge.kind == "alpaca_eval":
+        return
+    _check_judge_memory(
+        ctx,
+        "evaluate",
+        judge.kind,
+        judge.model,
+        "evaluation.judge",
+        rows=judge.batch_size,
+        tokens=ctx.config.training.max_length + evaluation.max_new_tokens,
+        whole_device=whole_device,
+    )
+
+
 def _hold_judge(ctx: StageContext, models: ResidentModels, subject: _Subject, placement: Placement):
     """The evaluation judge for `subject`'s answers. A judge that is one of the run's models (θ_0
     with `model: base`, the evaluated model with `model: policy`) wraps that model as held; a
@@ -707,9 +742,12 @@ def _hold_judge(ctx: StageContext, models: ResidentModels, subject: _Subject, pl
         "placement": placement,
     }
     if mode == "separate":
-        return models.hold(
-            f"judge {config.kind}:{config.model}", "judge", lambda: make_judge(config, **shared)
-        )
+
+        def load():
+            _check_evaluation_judge_memory(ctx)  # now that the evaluated models are released
+            return make_judge(config, **shared)
+
+        return models.hold(f"judge {config.kind}:{config.model}", "judge", load)
     judge_subject = subject if mode == POLICY_JUDGE else _base_subject(ctx)
     held = _hold_subject(ctx, models, judge_subject, "judge", placement, rows=config.batch_size)
     return make_judge(config, policy=held, base=held, **shared)
@@ -871,18 +909,8 @@ def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
     )
     by_benchmark = {sample.benchmark: sample for sample in samples}
     mode = _judge_mode(ctx)
-    judge = evaluation.judge
-    if mode == "separate" and judge.kind != "alpaca_eval":
-        # Before answering, with nothing loaded: what the judge will find once the models are released.
-        _check_judge_memory(
-            ctx,
-            "evaluate",
-            judge.kind,
-            judge.model,
-            "evaluation.judge",
-            rows=judge.batch_size,
-            tokens=ctx.config.training.max_length + evaluation.max_new_tokens,
-        )
+    # Before answering: a judge that cannot fit even the whole device fails the stage now.
+    _check_evaluation_judge_memory(ctx, whole_device=True)
     # θ_0 judging with model: base answers last, so it is still loaded when judging starts.
     order = sorted(_subjects(ctx), key=lambda s: mode == BASE_JUDGE and s.index == 0)
     pending = [

@@ -316,3 +316,34 @@ def test_vllm_refuses_a_replica_whose_weights_exceed_its_gpu_share_before_starti
         "(vLLM's 0.85 share). Options that would fit: generation.tensor_parallel_size: 4 "
         "(4 GPUs per replica)."
     )
+
+
+def test_on_a_gpu_worker_the_early_judge_check_uses_the_whole_device_without_touching_cuda(
+    tmp_path: Path,
+) -> None:
+    """Measuring free GPU memory would create a CUDA context in the stage process (and fail on this
+    GPU-less host): the check before answering compares with the GPU's whole memory instead."""
+    judge = _judge_folder(tmp_path, "llm_judge")
+    config = RunConfig.model_validate(
+        {
+            "name": "big-judge-gpu",
+            "model": "tiny-random-llama",
+            "evaluation": {"limit": 2, "judge": {"kind": "llm_judge", "model": str(judge)}},
+        }
+    )
+    with pytest.raises(InsufficientMemoryError) as refused:
+        run_stage(
+            "evaluate",
+            config,
+            artifact_root=tmp_path,
+            run_id="g",
+            iteration=0,
+            hardware=H100,
+            access=ModelAccess(data_roots=(tmp_path.resolve(),)),
+        )
+    message = str(refused.value)
+    assert (
+        " on cuda:0 in bfloat16, but only 80.0 GiB free on NVIDIA H100 80GB HBM3 (all of its memory)."
+        in message
+    )
+    assert message.endswith("choose a smaller evaluation.judge.model or a device with more memory.")
