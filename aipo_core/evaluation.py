@@ -35,6 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from aipo_core.access import ModelAccess
 from aipo_core.config import BASE_JUDGE, EvaluationConfig, JudgeConfig
 from aipo_core.devices import Placement
+from aipo_core.eval_answers import Answers, answer_samples
 from aipo_core.eval_sample import EvalSample, evaluation_sample
 from aipo_core.generation import Generator, HFGenerator
 from aipo_core.models import DEFAULT_ACCESS
@@ -217,38 +218,66 @@ def evaluate_policy(
     The sample is `evaluation_sample(benchmark, config.limit, config.seed)` unless given; sampled
     decoding (temperature > 0) is seeded with `config.seed` too, so evaluations are paired.
     `generator` overrides the default transformers generator (e.g. a vLLM one). Progress events
-    go to `sink`: generation is the first half of the fraction, judging the second. Records name
-    the judge and the baseline model so that a file is self-describing (`aipo winrate`).
+    go to `sink`: generation is the first half of the fraction, judging the second. The evaluate
+    stage runs the two halves apart (`answer_samples`, then `judge_answers`) so the evaluated
+    model is released before a different judge loads.
     """
-    label = f"{metric_prefix}{benchmark}"
-
-    def progress(fraction: float, message: str) -> None:
-        if sink is not None:
-            sink({"kind": "progress", "fraction": fraction, "message": message})
-
     sample = sample or evaluation_sample(benchmark, config.limit, config.seed)
+    label = f"{metric_prefix}{benchmark}"
+    generator = generator or HFGenerator(model, tokenizer, batch_size=GENERATION_BATCH_SIZE)
+
+    def answered(done: int, total: int) -> None:
+        if sink is not None:
+            message = f"{label}: answered {done}/{total}"
+            sink({"kind": "progress", "fraction": 0.5 * done / total, "message": message})
+
+    answers = answer_samples(generator, [sample], config, on_answered=answered)[benchmark]
+    return judge_answers(
+        sample,
+        answers,
+        judge=judge,
+        judge_name=judge_name,
+        baseline_model=baseline_model,
+        sink=sink,
+        metric_prefix=metric_prefix,
+        progress_start=0.5,
+    )
+
+
+def judge_answers(
+    sample: EvalSample,
+    answers: Answers,
+    *,
+    judge: PairwiseJudge,
+    judge_name: str | None = None,
+    baseline_model: str | None = None,
+    sink: Sink | None = None,
+    metric_prefix: str = "",
+    progress_start: float = 0.0,
+) -> EvalResult:
+    """Judge one model's `answers` to `sample` against the baseline outputs.
+
+    Records name the judge and the baseline model so that a file is self-describing (`aipo
+    winrate`). Progress events go to `sink`, the judged share mapped onto [progress_start, 1].
+    """
+    label = f"{metric_prefix}{sample.benchmark}"
     items = sample.items
     if not items:
-        return EvalResult(benchmark, [], eval_metrics([]), sample.notes)
-    generator = generator or HFGenerator(model, tokenizer, batch_size=GENERATION_BATCH_SIZE)
-    generated = generator.generate(
-        [[{"role": "user", "content": item.instruction}] for item in items],
-        num_candidates=1,
-        temperature=config.temperature,
-        top_p=1.0,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-        on_batch=lambda done, _: progress(0.5 * done / len(items), f"{label}: answered {done}/{len(items)}"),
-    )
-    outputs = [texts[0] for texts in generated.texts]
+        return EvalResult(sample.benchmark, [], eval_metrics([]), sample.notes)
+
+    def judged(done: int) -> None:
+        if sink is not None:
+            fraction = progress_start + (1.0 - progress_start) * done / len(items)
+            sink(
+                {"kind": "progress", "fraction": fraction, "message": f"{label}: judged {done}/{len(items)}"}
+            )
+
     prefs = judge_against_baseline(
         judge,
         [item.instruction for item in items],
-        outputs,
+        answers.outputs,
         [item.baseline_output or "" for item in items],
-        on_progress=lambda done: progress(
-            0.5 + 0.5 * done / len(items), f"{label}: judged {done}/{len(items)}"
-        ),
+        on_progress=judged,
     )
     records = [
         {
@@ -260,14 +289,14 @@ def evaluate_policy(
             "preference": pref,
             "output_chars": len(output),
             "baseline_chars": len(item.baseline_output or ""),
-            "output_tokens": lengths[0],
+            "output_tokens": tokens,
             "judge": judge_name,
             "baseline_model": baseline_model,
         }
-        for item, output, pref, lengths in zip(items, outputs, prefs, generated.lengths, strict=True)
+        for item, output, pref, tokens in zip(items, answers.outputs, prefs, answers.tokens, strict=True)
     ]
     metrics = eval_metrics(records)
     if sink is not None:
         values = {f"eval/{label}/{k}": v for k, v in metrics.items() if v is not None}
         sink({"kind": "metric", "step": 0, "values": values})
-    return EvalResult(benchmark, records, metrics, sample.notes)
+    return EvalResult(sample.benchmark, records, metrics, sample.notes)

@@ -83,7 +83,7 @@ def import_llm_blender() -> ModuleType:
     return llm_blender
 
 
-def _pairrm_folder(spec: str, access: ModelAccess, field: str) -> tuple[Path, bool]:
+def pairrm_folder(spec: str, access: ModelAccess, field: str) -> tuple[Path, bool]:
     """The checkpoint folder for a PairRM spec, and whether it is a trusted (hub-cache) folder."""
     kind = access.check_model_spec(spec, field)
     if kind == "path":
@@ -151,7 +151,7 @@ def load_pairrm(
     """A ready llm-blender `Blender` holding the PairRM checkpoint `spec` (see the module docstring)."""
     from aipo_core.models import load_encoder
 
-    folder, trusted = _pairrm_folder(spec, access, field)
+    folder, trusted = pairrm_folder(spec, access, field)
     config = access.check_checkpoint(folder, field=field, remote_code=False, trusted=trusted)
     fields = _ranker_config(config, folder, field)
     backbone, tokenizer = load_encoder(

@@ -17,8 +17,10 @@ Iteration k (0-based, folder `iter_{k}`) starts from policy θ_k (the base model
 Every model-using stage resolves a `Placement` (`aipo_core.devices`: device, dtype, processes) from
 the config and the worker's hardware, checks that its model fits (`aipo_core.preflight`), loads
 straight onto the device and records `placement` in its summary. Generation, self-instruct and
-evaluation use the inference placement; rank (whose reference log-probs must equal the trainer's
-step-0 log-probs) and train use the training placement.
+evaluation use the inference placement (or vLLM's GPUs with generation.backend: vllm); rank (whose
+reference log-probs must equal the trainer's step-0 log-probs) and train use the training
+placement. The evaluate stage answers, then judges, holding one model at a time
+(`aipo_core.resident`, docs/evaluation.md "Devices and memory").
 
 Each stage writes its artifact atomically and then `stage_{name}.json` (its summary metrics);
 that summary file is the completion marker, so re-running a finished stage returns the stored
@@ -44,13 +46,14 @@ from typing import TYPE_CHECKING, Any
 
 from aipo_core import artifacts
 from aipo_core.access import ModelAccess, check_run_config
-from aipo_core.config import BASE_JUDGE, RunConfig
+from aipo_core.config import BASE_JUDGE, POLICY_JUDGE, RunConfig
 from aipo_core.devices import Hardware, Placement, inference_placement, training_placement
 from aipo_core.retention import prune_policies
 
 if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when they run
+    from aipo_core.eval_answers import Answers
     from aipo_core.eval_sample import EvalSample
-    from aipo_core.evaluation import PairwiseJudge
+    from aipo_core.resident import ResidentModels
 
 logger = logging.getLogger(__name__)
 Sink = Callable[[dict[str, Any]], None]
@@ -139,30 +142,113 @@ def _inference_placement(
     ctx: StageContext, spec: str, field: str, stage: str, *, rows: int, tokens: int
 ) -> Placement:
     """The inference placement, after checking that `spec` plus a KV cache of rows × tokens fits."""
+    placement = inference_placement(ctx.config, _hardware(ctx))
+    _check_inference_memory(ctx, spec, field, stage, placement, rows=rows, tokens=tokens)
+    return placement
+
+
+def _check_inference_memory(
+    ctx: StageContext, spec: str, field: str, stage: str, placement: Placement, *, rows: int, tokens: int
+) -> None:
+    """Refuse (InsufficientMemoryError) when `spec` plus a KV cache of rows × tokens cannot fit."""
     from aipo_core.devices import available_memory
     from aipo_core.preflight import check_memory, inference_need
 
-    placement = inference_placement(ctx.config, _hardware(ctx))
     shape = _model_shape(ctx, spec, field)
     need = inference_need(shape, placement, rows=rows, tokens=tokens)
     check_memory(stage, spec, shape, need, placement, available_memory(placement))
-    return placement
+
+
+def _judge_shape(ctx: StageContext, kind: str, spec: str, field: str):
+    """A judge, ranker or reward model measured without loading it (PairRM by its weights)."""
+    from aipo_core.models import resolve_model_path
+    from aipo_core.preflight import checkpoint_shape, model_shape
+
+    if kind == "pairrm":
+        from aipo_core.pairrm_compat import pairrm_folder
+
+        folder, _ = pairrm_folder(spec, ctx.access, field)
+        return checkpoint_shape(folder)
+    remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
+    path = resolve_model_path(
+        spec, ctx.model_cache_dir, access=ctx.access, field=field, trust_remote_code=remote_code
+    )
+    head = "classifier" if kind == "reward_model" else "causal_lm"
+    return model_shape(path, trust_remote_code=remote_code, head=head)
+
+
+def _check_judge_memory(
+    ctx: StageContext,
+    stage: str,
+    kind: str,
+    spec: str,
+    section: str,
+    *,
+    rows: int,
+    tokens: int,
+    whole_device: bool = False,
+) -> None:
+    """Refuse a separate judge / ranker model (an LLM, a reward model, PairRM) that cannot fit
+    beside what this process holds now; `section` is its config section (ranker, evaluation.judge).
+    `whole_device`: against a GPU's whole memory instead of what is free now, for a check made
+    before this process has a CUDA context (measuring would create one, which would then hold
+    memory while vLLM's children answer)."""
+    from dataclasses import replace
+
+    from aipo_core.access import PAIRRM_HUB_ID
+    from aipo_core.devices import available_memory
+    from aipo_core.preflight import check_memory, inference_need, inference_options
+
+    if kind == "pairrm" and spec in (BASE_JUDGE, POLICY_JUDGE):
+        spec = PAIRRM_HUB_ID  # base / policy name the published PairRM
+    field = f"{section}.model"
+    placement = inference_placement(ctx.config, _hardware(ctx))
+    shape = _judge_shape(ctx, kind, spec, field)
+    if whole_device and placement.device == "cuda":
+        gpu = placement.gpus[0]
+        available = gpu.memory_bytes
+        placement = replace(placement, gpus=(replace(gpu, name=f"{gpu.name} (all of its memory)"),))
+    else:
+        available = available_memory(placement)
+    check_memory(
+        stage,
+        spec,
+        shape,
+        inference_need(shape, placement, rows=rows, tokens=tokens),
+        placement,
+        available,
+        options=lambda: inference_options(
+            shape,
+            placement,
+            rows=rows,
+            tokens=tokens,
+            available=available,
+            batch_field=f"{section}.batch_size",
+        ),
+        no_fit=f"No bf16 or batch-size setting fits: choose a smaller {field} or a device with more memory.",
+    )
+
+
+def _single_training_placement(ctx: StageContext) -> Placement:
+    """The training placement reduced to one process: how reference / policy log-probs are scored."""
+    from dataclasses import replace
+
+    full = training_placement(ctx.config, _hardware(ctx))
+    return replace(full, num_processes=1, strategy="single", gpus=full.gpus[:1])
 
 
 def _scoring_placement(ctx: StageContext, spec: str, field: str, stage: str) -> Placement:
     """The training placement for one process (reference / policy log-probs), after a preflight."""
-    from dataclasses import replace
-
-    from aipo_core.devices import available_memory
-    from aipo_core.preflight import check_memory, inference_need
-
-    training = ctx.config.training
-    full = training_placement(ctx.config, _hardware(ctx))
-    placement = replace(full, num_processes=1, strategy="single", gpus=full.gpus[:1])
-    shape = _model_shape(ctx, spec, field)
-    need = inference_need(shape, placement, rows=2 * training.batch_size, tokens=training.max_length)
-    check_memory(stage, spec, shape, need, placement, available_memory(placement))
+    placement = _single_training_placement(ctx)
+    _check_scoring_memory(ctx, spec, field, stage, placement)
     return placement
+
+
+def _check_scoring_memory(ctx: StageContext, spec: str, field: str, stage: str, placement: Placement) -> None:
+    training = ctx.config.training
+    _check_inference_memory(
+        ctx, spec, field, stage, placement, rows=2 * training.batch_size, tokens=training.max_length
+    )
 
 
 def _load_policy(ctx: StageContext, spec: str, field: str, placement: Placement):
@@ -286,7 +372,10 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     instructions = artifacts.read_jsonl(ctx.dir / "instructions.jsonl")
     cfg = ctx.config.generation
     if cfg.backend == "vllm":
-        placement, generator, tokenizer = _vllm_generator(ctx)
+        placement = _vllm_placement(ctx)
+        generator, tokenizer = _vllm_generator(
+            ctx, ctx.policy_in(), ctx.policy_field(), placement, "generate"
+        )
     else:
         placement = _inference_placement(
             ctx,
@@ -312,22 +401,40 @@ def stage_generate(ctx: StageContext) -> dict[str, Any]:
     }
 
 
-def _vllm_generator(ctx: StageContext):
+def _vllm_placement(ctx: StageContext) -> Placement:
+    """The tensor × data parallel GPUs the vllm backend samples on; refused on a CPU worker."""
+    placement = inference_placement(ctx.config, _hardware(ctx), gpus=ctx.config.generation.gpus)
+    if placement.device != "cuda":
+        raise RuntimeError(
+            "generation.backend 'vllm' needs a CUDA GPU; use backend: hf on CPU workers "
+            "(the generate and evaluate stages both sample with it)"
+        )
+    return placement
+
+
+def _vllm_generator(ctx: StageContext, spec: str, field: str, placement: Placement, stage: str):
     """vLLM in child processes over tensor × data parallel GPUs; this process never loads weights,
     so the GPUs are entirely vLLM's while it samples and entirely free once it has returned."""
     from aipo_core.generation import vllm_generator
     from aipo_core.models import load_tokenizer, resolve_model_path
+    from aipo_core.preflight import check_vllm_memory, model_shape
 
-    cfg = ctx.config.generation
-    placement = inference_placement(ctx.config, _hardware(ctx), gpus=cfg.gpus)
-    if placement.device != "cuda":
-        raise RuntimeError("generation.backend 'vllm' needs a CUDA GPU; use backend: hf on CPU workers")
     remote_code = ctx.access.remote_code(ctx.config.trust_remote_code)
-    checked = {"access": ctx.policy_access, "field": ctx.policy_field(), "trust_remote_code": remote_code}
-    path = resolve_model_path(ctx.policy_in(), ctx.model_cache_dir, **checked)
-    tokenizer = load_tokenizer(ctx.policy_in(), cache_dir=ctx.model_cache_dir, **checked)
+    checked = {"access": ctx.policy_access, "field": field, "trust_remote_code": remote_code}
+    path = resolve_model_path(spec, ctx.model_cache_dir, **checked)
+    cfg = ctx.config.generation
+    shape = model_shape(path, trust_remote_code=remote_code)
+    check_vllm_memory(
+        stage,
+        spec,
+        shape,
+        placement,
+        tensor_parallel=cfg.tensor_parallel_size,
+        utilization=cfg.gpu_memory_utilization,
+    )
+    tokenizer = load_tokenizer(spec, cache_dir=ctx.model_cache_dir, **checked)
     generator = vllm_generator(cfg, path, tokenizer, placement=placement, trust_remote_code=remote_code)
-    return placement, generator, tokenizer
+    return generator, tokenizer
 
 
 def stage_rank(ctx: StageContext) -> dict[str, Any]:
@@ -370,6 +477,17 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             unfinished["dropped_unfinished"] = 0
         else:
             candidates = finished_only
+        ranker_config = ctx.config.ranker
+        if not (ranker_config.kind == "llm_judge" and ranker_config.model == POLICY_JUDGE):
+            _check_judge_memory(
+                ctx,
+                "rank",
+                ranker_config.kind,
+                ranker_config.model,
+                "ranker",
+                rows=ranker_config.batch_size,
+                tokens=training.max_prompt_length + 2 * ctx.config.generation.max_new_tokens,
+            )
         ranker = make_ranker(
             ctx.config.ranker.kind,
             ctx.config.ranker.model,
@@ -498,18 +616,202 @@ def _score_pairs(
 PAIR_DIAGNOSTICS = "pair_diagnostics.jsonl"
 
 
+@dataclass(frozen=True)
+class _Subject:
+    """A model the evaluate stage evaluates: θ_0 (iteration 0 only) or θ_{k+1}."""
+
+    evaluated: str  # aipo_core.eval_summary.POLICY_EVALUATION or BASE_EVALUATION
+    spec: str
+    field: str
+    index: int  # j of θ_j
+
+    def name(self, placement: Placement) -> str:
+        """The model as loaded with `placement`: θ_j on a device in a dtype (one ResidentModels key)."""
+        described = placement.describe()
+        return f"θ_{self.index} ({described['device']}, {described['dtype']})"
+
+
+def _base_subject(ctx: StageContext) -> _Subject:
+    from aipo_core.eval_summary import BASE_EVALUATION
+
+    return _Subject(BASE_EVALUATION, ctx.config.model, "model", 0)
+
+
+def _subjects(ctx: StageContext) -> list[_Subject]:
+    """θ_0 first in iteration 0 (every curve starts at the base model), then θ_{k+1}."""
+    from aipo_core.eval_summary import POLICY_EVALUATION
+
+    policy = _Subject(
+        POLICY_EVALUATION, str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy", ctx.iteration + 1
+    )
+    return [_base_subject(ctx), policy] if ctx.iteration == 0 else [policy]
+
+
+def _judge_mode(ctx: StageContext) -> str:
+    """'base' (θ_0 judges), 'policy' (each evaluated model judges itself) or 'separate' (a judge
+    model of its own, PairRM, a reward model or the AlpacaEval annotator)."""
+    judge = ctx.config.evaluation.judge
+    if judge.kind == "llm_judge" and judge.model in (BASE_JUDGE, POLICY_JUDGE):
+        return judge.model
+    return "separate"
+
+
+def _answering_placement(ctx: StageContext) -> Placement:
+    """Where the evaluated models answer: vLLM's GPUs with generation.backend: vllm, else the
+    inference placement (refused before anything loads when vllm is asked for on a CPU worker)."""
+    if ctx.config.generation.backend == "vllm":
+        return _vllm_placement(ctx)
+    return inference_placement(ctx.config, _hardware(ctx))
+
+
+def _hold_subject(
+    ctx: StageContext,
+    models: ResidentModels,
+    subject: _Subject,
+    role: str,
+    placement: Placement,
+    *,
+    rows: int,
+):
+    """`subject`'s (model, tokenizer) with `placement`, loaded (after a preflight) unless held."""
+    evaluation = ctx.config.evaluation
+    tokens = ctx.config.training.max_length + evaluation.max_new_tokens
+
+    def load():
+        _check_inference_memory(
+            ctx, subject.spec, subject.field, "evaluate", placement, rows=rows, tokens=tokens
+        )
+        return _load_policy(ctx, subject.spec, subject.field, placement)
+
+    return models.hold(subject.name(placement), role, load)
+
+
+def _answer(
+    ctx: StageContext,
+    models: ResidentModels,
+    subject: _Subject,
+    samples: list[EvalSample],
+    placement: Placement,
+    sink: Sink,
+) -> dict[str, Answers]:
+    """`subject`'s answers to `samples`: from vLLM's child processes (after releasing whatever
+    this process holds, so vLLM gets the GPUs) or from the model loaded here with HF."""
+    from aipo_core.eval_answers import answer_samples
+    from aipo_core.evaluation import GENERATION_BATCH_SIZE
+    from aipo_core.generation import HFGenerator
+
+    def answered(done: int, total: int) -> None:
+        sink(
+            {
+                "kind": "progress",
+                "fraction": done / total,
+                "message": f"θ_{subject.index}: answered {done}/{total}",
+            }
+        )
+
+    evaluation = ctx.config.evaluation
+    if ctx.config.generation.backend == "vllm":
+        models.release()
+        generator, _ = _vllm_generator(ctx, subject.spec, subject.field, placement, "evaluate")
+        return answer_samples(generator, samples, evaluation, on_answered=answered)
+    model, tokenizer = _hold_subject(ctx, models, subject, "answers", placement, rows=GENERATION_BATCH_SIZE)
+    generator = HFGenerator(model, tokenizer, batch_size=GENERATION_BATCH_SIZE)
+    return answer_samples(generator, samples, evaluation, on_answered=answered)
+
+
+def _check_evaluation_judge_memory(ctx: StageContext, *, whole_device: bool = False) -> None:
+    """The judge preflight of the evaluate stage, for a separate judge model (not the API annotator)."""
+    judge, evaluation = ctx.config.evaluation.judge, ctx.config.evaluation
+    if _judge_mode(ctx) != "separate" or judge.kind == "alpaca_eval":
+        return
+    _check_judge_memory(
+        ctx,
+        "evaluate",
+        judge.kind,
+        judge.model,
+        "evaluation.judge",
+        rows=judge.batch_size,
+        tokens=ctx.config.training.max_length + evaluation.max_new_tokens,
+        whole_device=whole_device,
+    )
+
+
+def _hold_judge(ctx: StageContext, models: ResidentModels, subject: _Subject, placement: Placement):
+    """The evaluation judge for `subject`'s answers. A judge that is one of the run's models (θ_0
+    with `model: base`, the evaluated model with `model: policy`) wraps that model as held; a
+    separate judge is held itself, after the evaluated model has been released."""
+    from aipo_core.evaluation import make_judge
+
+    config = ctx.config.evaluation.judge
+    mode = _judge_mode(ctx)
+    shared = {
+        "access": ctx.access,
+        "trust_remote_code": ctx.config.trust_remote_code,
+        "cache_dir": ctx.model_cache_dir,
+        "placement": placement,
+    }
+    if mode == "separate":
+
+        def load():
+            _check_evaluation_judge_memory(ctx)  # now that the evaluated models are released
+            return make_judge(config, **shared)
+
+        return models.hold(f"judge {config.kind}:{config.model}", "judge", load)
+    judge_subject = subject if mode == POLICY_JUDGE else _base_subject(ctx)
+    held = _hold_subject(ctx, models, judge_subject, "judge", placement, rows=config.batch_size)
+    return make_judge(config, policy=held, base=held, **shared)
+
+
+def _judge(
+    ctx: StageContext,
+    models: ResidentModels,
+    answered: list[tuple[_Subject, dict[str, Answers]]],
+    samples: dict[str, EvalSample],
+    placement: Placement,
+    window: tuple[float, float],
+) -> None:
+    """Judge every answer set against its benchmark's baseline and write eval/…/{benchmark}.jsonl;
+    progress runs over `window` (start, width) of the stage, one equal share per answer set."""
+    from aipo_core.eval_summary import BASE_EVALUATION, BENCHMARK_BASELINES, evaluation_path, judge_info
+    from aipo_core.evaluation import judge_answers
+
+    info = judge_info(ctx.config)
+    start, width = window
+    share = width / sum(len(answers) for _, answers in answered)
+    done = 0
+    for subject, answers in answered:
+        judge = _hold_judge(ctx, models, subject, placement)
+        for benchmark, subject_answers in answers.items():
+            result = judge_answers(
+                samples[benchmark],
+                subject_answers,
+                judge=judge,
+                judge_name=info.name(subject.index),
+                baseline_model=BENCHMARK_BASELINES.get(benchmark),
+                sink=_scaled_sink(ctx, start + share * done, share),
+                metric_prefix=f"{BASE_EVALUATION}/" if subject.evaluated == BASE_EVALUATION else "",
+            )
+            artifacts.write_jsonl_atomic(
+                evaluation_path(ctx.out, subject.evaluated, benchmark), result.records
+            )
+            done += 1
+
+
 def _policy_logps(
-    ctx: StageContext, pairs: list[dict[str, Any]], model, tokenizer, placement: Placement
+    ctx: StageContext, pairs: list[dict[str, Any]], models: ResidentModels
 ) -> tuple[list[float], list[float]]:
     """logπθ(y_w), logπθ(y_l) under the trained policy θ_{k+1}, one each per pair, computed like
-    s_ref (training placement). `model` was loaded with `placement` (the inference one); when its
-    weight dtype or device differs from training's, θ_{k+1} is loaded again for the scoring."""
+    s_ref (the single-process training placement: the trainer's device, weight dtype, autocast)."""
     if not pairs:
         return [], []
-    spec, field = str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy"
-    scoring = _scoring_placement(ctx, spec, field, "evaluate")
-    if scoring.dtype != placement.dtype or scoring.device != placement.device:
-        model, tokenizer = _load_policy(ctx, spec, field, scoring)
+    policy = _subjects(ctx)[-1]
+    scoring = _single_training_placement(ctx)
+
+    def load():
+        _check_scoring_memory(ctx, policy.spec, policy.field, "evaluate", scoring)
+        return _load_policy(ctx, policy.spec, policy.field, scoring)
+
+    model, tokenizer = models.hold(policy.name(scoring), "pair analysis", load)
     # The scorer names its outputs ref_*; here the scoring model is θ_{k+1}, so they are the policy's.
     scored = _score_pairs(ctx, pairs, model, tokenizer, scoring)
     return [p["ref_chosen_logps"] for p in scored], [p["ref_rejected_logps"] for p in scored]
@@ -539,31 +841,27 @@ def _analysis_summary(analysis: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headline.items() if v is not None}
 
 
-def _analyze(ctx: StageContext, model, tokenizer, placement: Placement) -> dict[str, Any]:
+def _analyze(ctx: StageContext, models: ResidentModels) -> dict[str, Any]:
     """Pair analysis under θ_{k+1}: writes analysis.json and pair_diagnostics.jsonl, returns headlines."""
     from aipo_core.analysis import analyze_pairs, default_embedder, pair_objective_values
 
     pairs = artifacts.read_jsonl(ctx.dir / "pairs.jsonl")
     name, hyperparameters = ctx.config.objective.name, ctx.config.objective.resolved()
-    chosen, rejected = _policy_logps(ctx, pairs, model, tokenizer, placement)
+    chosen, rejected = _policy_logps(ctx, pairs, models)
+    models.release()  # the sentence embedder below is the last model this stage loads
+    device = inference_placement(ctx.config, _hardware(ctx)).torch_device().type
     analysis = analyze_pairs(
         pairs,
         policy_logps=(chosen, rejected),
         objective=name,
         hyperparameters=hyperparameters,
         similarity=bool(pairs),
-        embedder=default_embedder(placement.torch_device().type) if pairs else None,
+        embedder=default_embedder(device) if pairs else None,
     )
     per_pair = pair_objective_values(pairs, chosen, rejected, objective=name, hyperparameters=hyperparameters)
     artifacts.write_jsonl_atomic(ctx.out / PAIR_DIAGNOSTICS, per_pair)
     artifacts.write_json_atomic(ctx.out / "analysis.json", analysis)
     return _analysis_summary(analysis)
-
-
-def _needs_base_model(ctx: StageContext) -> bool:
-    """θ_0 is loaded to evaluate it (iteration 0) or to judge with it (`judge.model: base`)."""
-    judge = ctx.config.evaluation.judge
-    return ctx.iteration == 0 or (judge.kind == "llm_judge" and judge.model == BASE_JUDGE)
 
 
 def _scaled_sink(ctx: StageContext, start: float, width: float) -> Sink:
@@ -577,97 +875,81 @@ def _scaled_sink(ctx: StageContext, start: float, width: float) -> Sink:
     return sink
 
 
-def _evaluate(
-    ctx: StageContext,
-    evaluated: str,
-    model_and_tokenizer: tuple[Any, Any],
-    policy_index: int,
-    judge: PairwiseJudge,
-    sample: EvalSample,
-    *,
-    step: int,
-    steps: int,
-) -> dict[str, Any]:
-    """Raw metrics of one model on one benchmark sample; writes eval/…/{benchmark}.jsonl.
+def _evaluation_metrics(ctx: StageContext, samples: list[EvalSample]) -> dict[str, Any]:
+    """Raw metrics of every evaluation file of this stage, θ_0's under `base/`."""
+    from aipo_core.eval_summary import BASE_EVALUATION, evaluation_path
+    from aipo_core.evaluation import eval_metrics
 
-    A retried call within the same scratch folder keeps the evaluations it already finished
-    (each file is written atomically).
-    """
-    from aipo_core.eval_summary import BASE_EVALUATION, BENCHMARK_BASELINES, evaluation_path, judge_info
-    from aipo_core.evaluation import eval_metrics, evaluate_policy
-
-    path = evaluation_path(ctx.out, evaluated, sample.benchmark)
-    if path.is_file():
-        return eval_metrics(artifacts.read_jsonl(path))
-    ctx.progress(0.9 * step / steps, f"evaluating θ_{policy_index} on {sample.benchmark}")
-    result = evaluate_policy(
-        *model_and_tokenizer,
-        sample.benchmark,
-        ctx.config.evaluation,
-        judge=judge,
-        judge_name=judge_info(ctx.config).name(policy_index),
-        baseline_model=BENCHMARK_BASELINES.get(sample.benchmark),
-        sink=_scaled_sink(ctx, 0.9 * step / steps, 0.9 / steps),
-        metric_prefix=f"{BASE_EVALUATION}/" if evaluated == BASE_EVALUATION else "",
-        sample=sample,
-    )
-    artifacts.write_jsonl_atomic(path, result.records)
-    return result.metrics
+    summary: dict[str, Any] = {}
+    for subject in _subjects(ctx):
+        prefix = f"{BASE_EVALUATION}/" if subject.evaluated == BASE_EVALUATION else ""
+        for sample in samples:
+            records = artifacts.read_jsonl(evaluation_path(ctx.out, subject.evaluated, sample.benchmark))
+            summary |= {f"{prefix}{sample.benchmark}/{k}": v for k, v in eval_metrics(records).items()}
+    return summary
 
 
 def stage_evaluate(ctx: StageContext) -> dict[str, Any]:
+    """Answer, then judge, then analyse the pairs, holding one model at a time (aipo_core.resident):
+
+    1. every evaluated model (θ_0 in iteration 0, θ_{k+1}) answers the fixed evaluation sample,
+       through vLLM's child processes with generation.backend: vllm, else loaded here with HF;
+       with `judge.model: base` θ_0 answers last and stays loaded to judge;
+    2. the judge judges every answer against the baseline: the held θ_0, each evaluated model
+       itself (`model: policy`, judged right after it answered), or a separate judge model, loaded
+       once the evaluated models are released (a preflight checks it fits first);
+    3. θ_{k+1} scores the pairs as the trainer would (pair analysis).
+
+    Evaluation files already written by an earlier attempt in the same scratch folder are kept
+    (each file is atomic); only what is missing is answered and judged. `model_lifetimes` in the
+    summary lists every load and the earlier models still alive when it started (none, unless a
+    reference leaked). docs/evaluation.md "Devices and memory".
+    """
     from aipo_core.eval_sample import evaluation_sample
-    from aipo_core.eval_summary import BASE_EVALUATION, POLICY_EVALUATION, judge_info
-    from aipo_core.evaluation import make_judge
+    from aipo_core.eval_summary import evaluation_path, judge_info
+    from aipo_core.resident import ResidentModels
 
     evaluation = ctx.config.evaluation
-    spec, field = str(ctx.policy_out().absolute()), f"iter_{ctx.iteration}/policy"
-    placement = _inference_placement(
-        ctx,
-        spec,
-        field,
-        "evaluate",
-        rows=evaluation.judge.batch_size,
-        tokens=ctx.config.training.max_prompt_length + evaluation.max_new_tokens,
-    )
-    model, tokenizer = _load_policy(ctx, spec, field, placement)
-    base = _load_policy(ctx, ctx.config.model, "model", placement) if _needs_base_model(ctx) else None
+    placement = _answering_placement(ctx)
+    inference = inference_placement(ctx.config, _hardware(ctx))
     samples = [evaluation_sample(b, evaluation.limit, evaluation.seed) for b in evaluation.benchmarks]
     artifacts.write_json_atomic(
         ctx.out / "eval" / "sample.json", {sample.benchmark: sample.describe() for sample in samples}
     )
-    # (evaluated, model, j of θ_j): θ_0 first in iteration 0, then the policy this iteration trained.
-    subjects = [(POLICY_EVALUATION, (model, tokenizer), ctx.iteration + 1)]
-    if ctx.iteration == 0:
-        assert base is not None
-        subjects.insert(0, (BASE_EVALUATION, base, 0))
-    summary: dict[str, Any] = {"judge": judge_info(ctx.config).label}
-    for s, (evaluated, evaluated_model, policy_index) in enumerate(subjects):
-        judge = make_judge(
-            evaluation.judge,
-            access=ctx.access,
-            policy=evaluated_model,
-            base=base,
-            trust_remote_code=ctx.config.trust_remote_code,
-            cache_dir=ctx.model_cache_dir,
-            placement=placement,
+    by_benchmark = {sample.benchmark: sample for sample in samples}
+    mode = _judge_mode(ctx)
+    # Before answering: a judge that cannot fit even the whole device fails the stage now.
+    _check_evaluation_judge_memory(ctx, whole_device=True)
+    # θ_0 judging with model: base answers last, so it is still loaded when judging starts.
+    order = sorted(_subjects(ctx), key=lambda s: mode == BASE_JUDGE and s.index == 0)
+    pending = [
+        (
+            subject,
+            [s for s in samples if not evaluation_path(ctx.out, subject.evaluated, s.benchmark).is_file()],
         )
-        prefix = f"{BASE_EVALUATION}/" if evaluated == BASE_EVALUATION else ""
-        for b, sample in enumerate(samples):
-            metrics = _evaluate(
-                ctx,
-                evaluated,
-                evaluated_model,
-                policy_index,
-                judge,
-                sample,
-                step=s * len(samples) + b,
-                steps=len(subjects) * len(samples),
-            )
-            summary |= {f"{prefix}{sample.benchmark}/{k}": v for k, v in metrics.items()}
+        for subject in order
+    ]
+    pending = [(subject, todo) for subject, todo in pending if todo]
+    steps = max(1, 2 * len(pending))
+    models: ResidentModels = ResidentModels()
+    answered: list[tuple[_Subject, dict[str, Answers]]] = []
+    for n, (subject, todo) in enumerate(pending):
+        # Progress shares: self-judged, answer n and judge n alternate; else all answers, then judging.
+        start = 0.9 * (2 * n if mode == POLICY_JUDGE else n) / steps
+        ctx.progress(start, f"θ_{subject.index} answers {len(todo)} benchmark(s)")
+        answers = _answer(ctx, models, subject, todo, placement, _scaled_sink(ctx, start, 0.9 / steps))
+        if mode == POLICY_JUDGE:  # judged by itself, while it is loaded
+            judging = (0.9 * (2 * n + 1) / steps, 0.9 / steps)
+            _judge(ctx, models, [(subject, answers)], by_benchmark, inference, judging)
+        else:
+            answered.append((subject, answers))
+    if answered:
+        judging = (0.9 * len(pending) / steps, 0.9 * len(answered) / steps)
+        _judge(ctx, models, answered, by_benchmark, inference, judging)
+    summary: dict[str, Any] = {"judge": judge_info(ctx.config).label, **_evaluation_metrics(ctx, samples)}
     ctx.progress(0.9, "pair analysis")
-    summary["pair_analysis"] = _analyze(ctx, model, tokenizer, placement)
-    return {**summary, "placement": placement.describe()}
+    summary["pair_analysis"] = _analyze(ctx, models)
+    return {**summary, "model_lifetimes": models.describe(), "placement": placement.describe()}
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[StageContext], dict[str, Any]]] = {

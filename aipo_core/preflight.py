@@ -13,7 +13,11 @@ Estimates per device, in bytes:
   (Korthikanti et al., 2022, "Reducing Activation Recomputation in Large Transformer Models",
   Eq. 1 without the attention-score term, which SDPA/flash attention never materialises); with
   gradient checkpointing only each layer's input (2·h bytes) is kept, plus one layer recomputed;
-- generation adds its KV cache: 2 (K, V) × layers × KV width × cached tokens;
+- generation adds its KV cache: 2 (K, V) × layers × KV width × cached tokens; judges, rankers and
+  reward models are inference too (a reward model measured as a sequence classifier, PairRM by its
+  checkpoint's weights: `checkpoint_shape`), with bf16 or a smaller batch as options;
+- vLLM (`check_vllm_memory`): each replica's 1/tensor_parallel_size of the weights must fit the
+  `gpu_memory_utilization` share of its GPU (vLLM sizes its KV cache from what is left);
 - a fixed margin for the CUDA context and allocator fragmentation.
 
 These are estimates (±20%), meant to tell "cannot possibly fit" from "should fit".
@@ -24,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -54,13 +59,21 @@ class ModelShape:
         return self.parameters / 1e9
 
 
-def model_shape(path: str | Path, *, trust_remote_code: bool = False) -> ModelShape:
-    """Measure a `from_pretrained`-able model from its config alone (meta device, no weights)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def model_shape(
+    path: str | Path,
+    *,
+    trust_remote_code: bool = False,
+    head: Literal["causal_lm", "classifier"] = "causal_lm",
+) -> ModelShape:
+    """Measure a `from_pretrained`-able model from its config alone (meta device, no weights):
+    a causal LM, or with `head="classifier"` a sequence classifier (a reward model: the same
+    backbone with a num_labels-wide score head instead of the LM head)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    auto = AutoModelForSequenceClassification if head == "classifier" else AutoModelForCausalLM
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        model = auto.from_config(config, trust_remote_code=trust_remote_code)
     text = config.get_text_config()
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
@@ -72,6 +85,21 @@ def model_shape(path: str | Path, *, trust_remote_code: bool = False) -> ModelSh
         kv_width=kv_heads * head_dim,
         vocab=text.vocab_size,
     )
+
+
+def checkpoint_shape(folder: Path) -> ModelShape:
+    """A checkpoint measured by its weights alone (PairRM: llm-blender's own model class, no
+    `from_config`): parameters from the safetensors headers, else from the size of an fp32
+    pytorch_model.bin. Layers and widths are unknown (0), so its need is weights + runtime."""
+    from aipo_core.estimate import folder_model_size
+
+    counted = folder_model_size(folder).parameters
+    if counted is None:
+        weights = folder / "pytorch_model.bin"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
+        counted = weights.stat().st_size // 4
+    return ModelShape(parameters=counted, layers=0, hidden=0, kv_width=0, vocab=0)
 
 
 @dataclass(frozen=True)
@@ -183,6 +211,96 @@ def training_options(
     return fitting
 
 
+def inference_options(
+    shape: ModelShape,
+    placement: Placement,
+    *,
+    rows: int,
+    tokens: int,
+    available: int,
+    batch_field: str,
+) -> list[str]:
+    """Settings under which an inference need fits `available`: bf16 weights (on a GPU computing
+    in fp32), then the largest `batch_field` below `rows` that fits."""
+    fitting: list[str] = []
+    if placement.device == "cuda" and placement.dtype == torch.float32:
+        bf16 = replace(placement, dtype=torch.bfloat16)
+        need = inference_need(shape, bf16, rows=rows, tokens=tokens)
+        if _fits(need, bf16, available):
+            fitting.append(f"training.precision: bf16 (inference in bf16): ~{need.total / GiB:.1f} GiB")
+    smaller = next(
+        (
+            n
+            for n in range(rows - 1, 0, -1)
+            if _fits(inference_need(shape, placement, rows=n, tokens=tokens), placement, available)
+        ),
+        None,
+    )
+    if smaller is not None:
+        need = inference_need(shape, placement, rows=smaller, tokens=tokens)
+        fitting.append(f"{batch_field}: {smaller}: ~{need.total / GiB:.1f} GiB")
+    return fitting
+
+
+def vllm_need(shape: ModelShape, placement: Placement, *, tensor_parallel: int) -> MemoryNeed:
+    """Per GPU of a vLLM replica: its 1/tensor_parallel of the weights plus the CUDA runtime. The
+    KV cache is not counted: vLLM gives it whatever its memory share leaves."""
+    return MemoryNeed(
+        {
+            "weights": shape.parameters * _bytes(placement.compute_dtype) // tensor_parallel,
+            "CUDA runtime": _overhead(placement),
+        }
+    )
+
+
+def check_vllm_memory(
+    what: str,
+    model: str,
+    shape: ModelShape,
+    placement: Placement,
+    *,
+    tensor_parallel: int,
+    utilization: float,
+) -> None:
+    """Refuse when a replica's weight shard does not fit the `utilization` share of its GPU (what
+    vLLM may take), instead of failing minutes later inside vLLM's child process."""
+    gpu = placement.gpus[0]
+    budget = int(utilization * gpu.memory_bytes)
+
+    def options() -> list[str]:
+        found = []
+        for share in (0.9, 0.95):
+            if share > utilization and vllm_need(shape, placement, tensor_parallel=tensor_parallel).total <= (
+                share * gpu.memory_bytes
+            ):
+                found.append(f"generation.gpu_memory_utilization: {share}")
+                break
+        for size in SHARDING_OPTIONS:
+            need = vllm_need(shape, placement, tensor_parallel=size)
+            if size > tensor_parallel and need.total <= budget:
+                found.append(f"generation.tensor_parallel_size: {size} ({size} GPUs per replica)")
+                break
+        return found
+
+    check_memory(
+        what,
+        model,
+        shape,
+        vllm_need(shape, placement, tensor_parallel=tensor_parallel),
+        replace(placement, gpus=(replace(gpu, name=f"{gpu.name} (vLLM's {utilization:g} share)"),)),
+        budget,
+        options=options,
+        no_fit="No gpu_memory_utilization or tensor_parallel_size (up to 8) fits: use GPUs with more "
+        "memory or a smaller model.",
+    )
+
+
+TRAINING_NO_FIT = (
+    "No bf16, gradient-checkpointing or FSDP/ZeRO-3 (up to 8 GPUs) setting fits: "
+    "use GPUs with more memory or a smaller model."
+)
+
+
 def check_memory(
     what: str,
     model: str,
@@ -191,19 +309,17 @@ def check_memory(
     placement: Placement,
     available: int,
     options: Callable[[], list[str]] = list,
+    *,
+    no_fit: str = TRAINING_NO_FIT,
 ) -> None:
-    """Raise `InsufficientMemoryError` when `need` does not fit; the message has every number."""
+    """Raise `InsufficientMemoryError` when `need` does not fit; the message has every number.
+    `options()` lists the settings that would fit; `no_fit` is the advice when none does."""
     if _fits(need, placement, available):
         return
     processes = placement.num_processes if placement.device == "cpu" else 1
     per = f" × {processes} processes" if processes > 1 else " per device"
     found = options()
-    advice = (
-        "Options that would fit: " + "; ".join(found) + "."
-        if found
-        else "No bf16, gradient-checkpointing or FSDP/ZeRO-3 (up to 8 GPUs) setting fits: "
-        "use GPUs with more memory or a smaller model."
-    )
+    advice = "Options that would fit: " + "; ".join(found) + "." if found else no_fit
     raise InsufficientMemoryError(
         f"{what}: model {model} has {shape.billions:.2f} B parameters and needs about "
         f"{need.total / GiB:.1f} GiB{per} ({need.describe()}) on {placement.describe()['device']} in "

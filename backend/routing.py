@@ -4,10 +4,10 @@ The backend enqueues tasks by name (`task_name`) on the queue given here; the wo
 app routes with `task_routes()`. Every model-running stage goes to `gpu`; housekeeping
 (the reconciler) runs on `cpu` so it is never stuck behind a long training job.
 
-A stage that needs N > 1 GPUs (multi-process training, tensor/data-parallel vLLM generation) goes
-to `gpuN` instead; a worker that consumes `gpu` and has G GPUs also consumes `gpu2` … `gpuG`
-(`gpu_queues`), so a 4-GPU training stage is never picked up by a 1-GPU worker. The queue is
-decided once, when the run is created, and stored on the stage row.
+A stage that needs N > 1 GPUs (multi-process training, tensor/data-parallel vLLM generation and
+evaluation) goes to `gpuN` instead; a worker that consumes `gpu` and has G GPUs also consumes
+`gpu2` … `gpuG` (`gpu_queues`), so a 4-GPU training stage is never picked up by a 1-GPU worker.
+The queue is decided once, when the run is created, and stored on the stage row.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def required_gpus(stage: str, config: RunConfig) -> int:
         return 0
     if stage == "train":
         return config.training.num_processes
-    if stage == "generate":
+    if stage in ("generate", "evaluate"):  # evaluation answers with the generation backend
         return config.generation.gpus
     return 1
 

@@ -9,7 +9,9 @@ It runs, and asserts on:
    log-ratios (log πθ − log π_ref, whatever the objective) are ~0, i.e. s_ref was computed exactly as the
    trainer computes its step-0 forward;
 2. the same with generation.backend: vllm, which must give the GPU back: after the generate stage
-   the device's used memory is back within 1 GiB of what it was before;
+   and after the evaluate stage (whose evaluated models answer through vLLM too) the device's used
+   memory is back within 1 GiB of what it was before; in both iterations the evaluate stage must
+   have loaded each model only once every earlier one was gone (`model_lifetimes`);
 3. bench/train_step.py and bench/logprobs.py on CUDA;
 and prints one summary table: train pairs/s, peak GPU memory, model FLOPs utilisation (6·N FLOPs
 per trained token against the card's dense bf16 peak), vLLM and HF generation tokens/s.
@@ -126,12 +128,16 @@ class Smoke:
             self.check(
                 str(placement.get("device", "")).startswith(device), f"{backend}/{stage} ran on {device}"
             )
-            if stage == "generate" and backend == "vllm":
+            if stage in ("generate", "evaluate") and backend == "vllm":
                 after = _used_gib()
                 self.check(
-                    after <= before + 1.0, f"vllm gave the GPU back ({before:.1f} → {after:.1f} GiB used)"
+                    after <= before + 1.0,
+                    f"vllm/{stage} gave the GPU back ({before:.1f} → {after:.1f} GiB used)",
                 )
+            if stage == "generate" and backend == "vllm":
                 self.figures.append(("vLLM generation tokens/s", f"{summaries[stage]['tokens_per_s']:,.0f}"))
+            if stage == "evaluate":
+                self._lifetimes(backend, summaries[stage])
             if stage == "generate" and backend == "hf":
                 self.figures.append(("HF generation tokens/s", f"{summaries[stage]['tokens_per_s']:,.0f}"))
             if stage == "train" and device == "cuda":
@@ -141,6 +147,17 @@ class Smoke:
         self._step0(backend, events)
         if backend == "hf":
             self._training_figures(summaries["train"], config)
+
+    def _lifetimes(self, backend: str, evaluate: dict[str, Any]) -> None:
+        """Each model of the evaluate stage loaded only once every earlier one was gone."""
+        lifetimes = evaluate.get("model_lifetimes") or []
+        leaked = [(t["model"], t["role"], t["alive_at_load"]) for t in lifetimes if t["alive_at_load"]]
+        loads = ", ".join(f"{t['model']} for {t['role']}" for t in lifetimes)
+        self.check(
+            bool(lifetimes) and not leaked,
+            f"{backend}/evaluate held one model at a time ({loads})"
+            + (f"; leaked: {leaked}" if leaked else ""),
+        )
 
     def _step0(self, backend: str, events: list[dict[str, Any]]) -> None:
         first = next(

@@ -1,5 +1,6 @@
 """Algorithm 1 end to end on real (tiny / SmolLM2) models: artifacts, resume, crash safety."""
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from aipo_core.access import ConfigRefused, ModelAccess
 from aipo_core.config import RunConfig
 from aipo_core.data import load_benchmark
 from aipo_core.decontamination import Decontaminator
+from aipo_core.devices import GPU, GiB, Hardware
 from aipo_core.eval_sample import evaluation_sample
 from aipo_core.models import load_model_and_tokenizer
 from aipo_core.pipeline import STAGES, run, run_stage
@@ -480,3 +482,87 @@ def test_step0_log_ratio_is_zero_for_a_real_smollm2_iteration(tmp_path, precisio
     for key in ("log_ratio_chosen", "log_ratio_rejected"):
         assert abs(first[key]) < tolerance, (key, first)
     assert abs(first["s_theta_mean"] - first["s_ref_mean"]) < tolerance, first
+
+
+@pytest.fixture(scope="module")
+def trained_iteration(tmp_path_factory):
+    """A tiny run's iteration 0 up to its trained policy; tests evaluate it into their own scratch."""
+    root = tmp_path_factory.mktemp("trained")
+    cfg = tiny_config(iterations=1)
+    for stage in STAGES[:4]:
+        run_stage(stage, cfg, artifact_root=root, run_id="t", iteration=0)
+    return root
+
+
+ON_CPU = "(cpu, float32)"
+
+
+@pytest.mark.parametrize(
+    ("judge", "loads"),
+    [
+        # θ_0 judges: θ_1 answers first and goes, θ_0 answers and stays loaded to judge.
+        ({"model": "base"}, [("θ_1", "answers"), ("θ_0", "answers"), ("θ_1", "pair analysis")]),
+        # Self-judged: each model judges its answers while loaded; θ_1 is still held for the analysis.
+        ({"model": "policy"}, [("θ_0", "answers"), ("θ_1", "answers")]),
+        # A judge of its own loads once both evaluated models are gone.
+        (
+            {"model": "tiny-random-llama"},
+            [("θ_0", "answers"), ("θ_1", "answers"), ("judge", "judge"), ("θ_1", "pair analysis")],
+        ),
+    ],
+)
+def test_evaluate_holds_one_model_at_a_time(trained_iteration, tmp_path, judge, loads):
+    """No load starts while an earlier model is alive (weakrefs, after gc), for every judge mode."""
+    cfg = tiny_config(
+        iterations=1, evaluation={**TINY["evaluation"], "judge": {"kind": "llm_judge", **judge}}
+    )
+    events: list[dict] = []
+    summary = run_stage(
+        "evaluate",
+        cfg,
+        artifact_root=trained_iteration,
+        run_id="t",
+        iteration=0,
+        scratch_dir=tmp_path,
+        sink=events.append,
+    )
+    fractions = [e["fraction"] for e in events if e["kind"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    expected = [
+        {
+            "model": "judge llm_judge:tiny-random-llama" if name == "judge" else f"{name} {ON_CPU}",
+            "role": role,
+            "alive_at_load": [],
+        }
+        for name, role in loads
+    ]
+    assert summary["model_lifetimes"] == expected
+    assert summary["base/alpaca_eval/n"] == summary["alpaca_eval/n"] == 2
+    for path in (tmp_path / "eval" / "base" / "alpaca_eval.jsonl", tmp_path / "eval" / "alpaca_eval.jsonl"):
+        assert all(1.0 <= r["preference"] <= 2.0 for r in artifacts.read_jsonl(path))
+
+
+def test_evaluate_with_vllm_on_a_cpu_worker_is_refused_with_the_fix(tmp_path):
+    cfg = tiny_config(iterations=1, device="cpu", generation={**TINY["generation"], "backend": "vllm"})
+    with pytest.raises(RuntimeError, match="backend 'vllm' needs a CUDA GPU; use backend: hf on CPU workers"):
+        run_stage("evaluate", cfg, artifact_root=tmp_path, run_id="v", iteration=0)
+    assert not (artifacts.iteration_dir(tmp_path, "v", 0) / "eval").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_evaluate_answers_through_vllm_on_a_gpu_worker(trained_iteration, tmp_path):
+    """With 4 GPUs (as a worker would register them) the evaluated model is not loaded here: the
+    stage goes straight to the vLLM generator, which this CPU host cannot import."""
+    four = Hardware(gpus=tuple(GPU(i, "NVIDIA H100 80GB HBM3", 80 * GiB) for i in range(4)), bf16=True)
+    generation = {**TINY["generation"], "backend": "vllm", "tensor_parallel_size": 2, "data_parallel_size": 2}
+    cfg = tiny_config(iterations=1, generation=generation)
+    with pytest.raises(ImportError, match=r"generation.backend 'vllm' needs vLLM"):
+        run_stage(
+            "evaluate",
+            cfg,
+            artifact_root=trained_iteration,
+            run_id="t",
+            iteration=0,
+            hardware=four,
+            scratch_dir=tmp_path,
+        )

@@ -25,5 +25,6 @@ def test_gpu_smoke_cpu_path_passes() -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["failures"] == []
     assert "PASS hf/train ran on cpu" in done.stdout
+    assert "PASS hf/evaluate held one model at a time (θ_1 (cpu, float32) for answers" in done.stdout
     assert "step-0 log-ratio" in done.stdout and "PASS bench/train_step.py ran" in done.stdout
     assert float(result["figures"]["train pairs/s (pipeline)"]) > 0

@@ -71,7 +71,7 @@ def test_stage_queue_follows_the_gpus_it_needs(api: Api) -> None:
         "generate": "gpu2",
         "rank": "gpu",
         "train": "gpu4",
-        "evaluate": "gpu",
+        "evaluate": "gpu2",  # the evaluated models answer through vLLM too
     }
     on_cpu = api.create_run(iterations=1, device="cpu", training={"num_processes": 2, "batch_size": 8})
     items = api.client.get(f"/api/v1/runs/{on_cpu['id']}/stages").json()["items"]
