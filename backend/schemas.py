@@ -174,12 +174,15 @@ class RunPublic(BaseModel):
 
 class RunList(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [], "total": 0, "limit": 50, "offset": 0}]}
+        json_schema_extra={"examples": [{"items": [], "total": 0, "limit": 50, "offset": 0, "active": 0}]}
     )
     items: list[RunPublic]
     total: int
     limit: int
     offset: int
+    active: int = Field(
+        description="Runs queued or running, whatever the filters (should a runs page keep refreshing?)."
+    )
 
 
 class RunClone(BaseModel):

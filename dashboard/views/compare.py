@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import api_client, charts, derived, ui
+from dashboard import api_client, charts, derived, frames, ui
 
 st.title("Compare runs")
 with ui.api_guard():
     runs = api_client.list_runs().items
+    objectives = api_client.objectives()
 if not runs:
     ui.empty_state("No runs yet — launch one.")
     st.stop()
@@ -34,21 +35,26 @@ st.query_params["runs"] = ",".join(map(str, selected))
 
 def overlay() -> None:
     labels = {i: f"#{i} {by_id[i]['name']}" for i in selected}
-    st.plotly_chart(charts.win_rate_vs_length(api_client.iterations_frame(labels)), key="cmp_wr")
-    table = api_client.runs_frame([by_id[i] for i in selected])
+    bodies = {
+        label: (api_client.run_iterations(i), frames.headline_benchmark(by_id[i]))
+        for i, label in labels.items()
+    }
+    st.plotly_chart(charts.win_rate_vs_length(frames.iterations_frame(bodies)), key="cmp_wr")
+    table = frames.runs_frame([by_id[i] for i in selected], objectives)
     st.dataframe(ui.run_table(table), hide_index=True, column_config=ui.RUN_COLUMNS, placeholder="—")
     keys = sorted(set().union(*(api_client.metric_keys(i) for i in selected)))
     if not keys:
         st.info("None of these runs has logged training metrics yet.")
         return
     key = st.selectbox("Metric", keys, index=keys.index("loss") if "loss" in keys else 0)
-    frames = []
+    curves = []
     for run_id, label in labels.items():
-        history = derived.global_steps(api_client.metric_history(run_id, key))
-        frames.append(history.assign(series=label, step=history["global_step"]))
+        points = api_client.metric_histories(run_id, [key])[key]
+        history = derived.global_steps(frames.history_frame(points))
+        curves.append(history.assign(series=label, step=history["global_step"]))
     st.plotly_chart(
         charts.metric_curves(
-            pd.concat(frames, ignore_index=True),
+            pd.concat(curves, ignore_index=True),
             title=key,
             y_title=key,
             x_title="Step (cumulative over iterations)",
@@ -77,7 +83,7 @@ def sweep_panel(sweep_ids: list[int]) -> None:
     sweep_id = st.selectbox("Sweep", sweep_ids, format_func=lambda i: f"sweep #{i}")
     sweep = api_client.get_sweep(sweep_id)
     params = list(sweep["grid"])
-    st.caption(f"**{sweep.get('name', '')}** · grid {sweep['grid']} · {sweep.get('status_counts', {})}")
+    st.caption(f"**{sweep['name']}** · grid {sweep['grid']} · {sweep['status_counts']}")
     if not params:
         st.info("This sweep has no grid parameters.")
         return
@@ -88,11 +94,11 @@ def sweep_panel(sweep_ids: list[int]) -> None:
     z = cols[2].selectbox("colour", list(Z_CHOICES), format_func=Z_CHOICES.get)
     rows = []
     for run in sweep["runs"]:
-        latest = api_client.latest_eval(int(run["id"]))
+        latest = frames.latest_evaluation_row(run)
         rows.append(
             {
-                x: api_client.sweep_point_value(run, x),
-                y: "all" if y == "(none)" else api_client.sweep_point_value(run, y),
+                x: frames.sweep_point_value(run, x),
+                y: "all" if y == "(none)" else frames.sweep_point_value(run, y),
                 z: latest[z],
                 "run": f"#{run['id']} {run['name']}",
                 "status": run["status"],
@@ -104,7 +110,7 @@ def sweep_panel(sweep_ids: list[int]) -> None:
 
 
 st.markdown("#### Sweep heatmap")
-sweep_ids = sorted({int(r["sweep_id"]) for r in runs if r.get("sweep_id")})
+sweep_ids = sorted({int(r["sweep_id"]) for r in runs if r["sweep_id"]})
 if not sweep_ids:
     st.info("No sweeps yet — launch one from the Launch page (Sweep tab).")
 else:

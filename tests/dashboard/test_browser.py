@@ -1,4 +1,4 @@
-"""The dashboard in a real browser: `streamlit run dashboard/app.py` against the stand-in API.
+"""The dashboard in a real browser: `streamlit run dashboard/app.py` against the real seeded API.
 
 Uses the system Chromium (Debian package `chromium`); Playwright's own browser downloads are
 never used. Without /usr/bin/chromium the test is skipped, unless AIPO_REQUIRE_SERVICES=1
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dashboard.stand_in_api import free_port
+from tests.backend.live_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -54,22 +54,22 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 90.0) 
 
 
 @pytest.fixture
-def dashboard_url(stand_in, tmp_path) -> Iterator[str]:
-    """A headless `streamlit run dashboard/app.py` on a random port, pointed at the stand-in API,
+def dashboard_url(backend, tmp_path) -> Iterator[str]:
+    """A headless `streamlit run dashboard/app.py` on a random port, pointed at the seeded API,
     in server-token mode (what `aipo up` runs on 127.0.0.1)."""
     env = {
         "AIPO_DASHBOARD_AUTH": "server-token",
-        "AIPO_API_TOKEN": stand_in.token,
+        "AIPO_API_TOKEN": backend.token,
         "AIPO_HOME": str(tmp_path),
     }
-    yield from _dashboard(stand_in.url, env, tmp_path)
+    yield from _dashboard(backend.url, env, tmp_path)
 
 
 @pytest.fixture
-def login_dashboard_url(stand_in, tmp_path) -> Iterator[str]:
+def login_dashboard_url(backend, tmp_path) -> Iterator[str]:
     """The same in login mode, without the server's token in its environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("AIPO_API_TOKEN", "AIPO_HOME")}
-    yield from _dashboard(stand_in.url, {"AIPO_DASHBOARD_AUTH": "login"}, tmp_path, base=env)
+    yield from _dashboard(backend.url, {"AIPO_DASHBOARD_AUTH": "login"}, tmp_path, base=env)
 
 
 def _dashboard(
@@ -135,7 +135,7 @@ def test_runs_page_in_a_browser(dashboard_url, tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_login_mode_in_a_browser(login_dashboard_url, stand_in):
+def test_login_mode_in_a_browser(login_dashboard_url, backend):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
@@ -148,14 +148,14 @@ def test_login_mode_in_a_browser(login_dashboard_url, stand_in):
             field.fill("wrong-token")
             page.get_by_role("button", name="Sign in").click()
             page.get_by_text("That token was not accepted").wait_for(timeout=30_000)
-            field.fill(stand_in.token)
+            field.fill(backend.token)
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
             page.locator("[role=gridcell]", has_text="aipo-smollm2").first.wait_for(
                 state="attached", timeout=60_000
             )
             assert page.get_by_text("Signed in as").first.is_visible()
-            assert stand_in.token not in page.url
+            assert backend.token not in page.url
             # A second browser context is another person: signed out.
             other = browser.new_page()
             other.goto(login_dashboard_url, wait_until="domcontentloaded")
