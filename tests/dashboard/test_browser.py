@@ -1,4 +1,8 @@
-"""The dashboard in a real browser: `streamlit run dashboard/app.py` against the real seeded API.
+"""The dashboard in a real browser: `streamlit run dashboard/app.py`, started as `aipo up` starts it
+(aipo_cli.services.dashboard_command, the repository's .streamlit/config.toml), against the real
+seeded API (tests/dashboard/seeded_backend.py): every page and every run-detail tab renders the
+runs' data with no error, and the page requests nothing from any host but this machine. With
+AIPO_SCREENSHOTS=1 it writes full-page screenshots to docs/screenshots/<page>.png.
 
 Uses the system Chromium (Debian package `chromium`); Playwright's own browser downloads are
 never used. Without /usr/bin/chromium the test is skipped, unless AIPO_REQUIRE_SERVICES=1
@@ -9,20 +13,23 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from aipo_cli.services import dashboard_command
 from tests.backend.live_server import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 REQUIRED = os.environ.get("AIPO_REQUIRE_SERVICES") == "1"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 if not CHROMIUM.exists():
     if REQUIRED:
@@ -79,19 +86,7 @@ def _dashboard(
     env = {**(os.environ if base is None else base), "AIPO_API_URL": api_url, **extra}
     log = (tmp_path / "streamlit.log").open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(APP),
-            "--server.headless=true",
-            f"--server.port={port}",
-            "--server.address=127.0.0.1",
-            "--browser.gatherUsageStats=false",
-            "--server.fileWatcherType=none",
-            "--global.developmentMode=false",
-        ],
+        [*dashboard_command(port), "--server.fileWatcherType", "none", "--global.developmentMode", "false"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -165,3 +160,93 @@ def test_login_mode_in_a_browser(login_dashboard_url, backend):
             page.get_by_label("API token").wait_for(timeout=30_000)
         finally:
             browser.close()
+
+
+def _no_error_on(page, name: str) -> None:  # noqa: ANN001 - a Playwright Page
+    assert page.locator("[data-testid=stException]").count() == 0, name
+    assert page.get_by_text("Something went wrong while drawing this page.").count() == 0, name
+    assert page.get_by_text("API unreachable").count() == 0, name
+
+
+def _settle(page) -> None:  # noqa: ANN001 - a Playwright Page
+    """Wait until Streamlit has finished running the page script (no running indicator)."""
+    page.wait_for_load_state("networkidle", timeout=60_000)
+    page.locator("[data-testid=stStatusWidget]").wait_for(state="detached", timeout=60_000)
+
+
+def _screenshot(page, name: str) -> None:  # noqa: ANN001 - a Playwright Page
+    if os.environ.get("AIPO_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+RUN_DETAIL_TABS = {
+    "Win rate vs length": "run_detail_win_rate",
+    "Rewards": "run_detail_rewards",
+    "Pair diagnostics": "run_detail_pairs",
+    "Training curves": "run_detail_curves",
+    "Eval samples": "run_detail_samples",
+    "Logs": "run_detail_logs",
+}
+
+
+@pytest.mark.timeout(480)
+def test_every_page_and_tab_renders_and_stays_on_this_machine(dashboard_url):
+    requested: list[str] = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            # Tall: Streamlit scrolls inside its own container, so a screenshot shows one viewport.
+            page = browser.new_page(viewport={"width": 1400, "height": 2000})
+            page.on("request", lambda request: requested.append(request.url))
+
+            page.goto(dashboard_url, wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+            page.locator("[role=gridcell]", has_text="aipo-smollm2").first.wait_for(
+                state="attached", timeout=60_000
+            )
+            _settle(page)
+            assert page.get_by_text("Deploy").count() == 0  # client.toolbarMode = viewer
+            _no_error_on(page, "runs")
+            _screenshot(page, "runs")
+
+            page.goto(f"{dashboard_url}/run?run=1", wait_until="domcontentloaded")
+            page.get_by_text("#1 aipo-smollm2").wait_for(timeout=60_000)
+            _settle(page)
+            _no_error_on(page, "run detail")
+            for tab, name in RUN_DETAIL_TABS.items():
+                page.get_by_role("tab", name=tab).click()
+                _settle(page)
+                panel = page.locator("[role=tabpanel]:visible")
+                assert panel.count() == 1, tab
+                if tab == "Eval samples":
+                    cell = page.locator("[role=gridcell]", has_text="Instruction 0")
+                    cell.first.wait_for(state="attached", timeout=60_000)
+                elif tab != "Logs":
+                    assert panel.locator(".js-plotly-plot").count() >= 1, tab
+                _no_error_on(page, tab)
+                _screenshot(page, name)
+
+            page.goto(f"{dashboard_url}/comparison?runs=1,2", wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Compare runs").wait_for(timeout=60_000)
+            page.get_by_text("Sweep heatmap").wait_for(timeout=60_000)
+            _settle(page)
+            page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(state="attached", timeout=60_000)
+            _no_error_on(page, "compare")
+            _screenshot(page, "compare")
+
+            page.goto(f"{dashboard_url}/preference-pairs?run=1", wait_until="domcontentloaded")
+            page.get_by_text("Name three primes.").first.wait_for(timeout=60_000)
+            _settle(page)
+            _no_error_on(page, "pairs")
+            _screenshot(page, "pairs")
+
+            page.goto(f"{dashboard_url}/new-run", wait_until="domcontentloaded")
+            page.get_by_role("heading", name="Launch").wait_for(timeout=60_000)
+            _settle(page)
+            _no_error_on(page, "launch")
+            _screenshot(page, "launch")
+        finally:
+            browser.close()
+    outside = sorted({url for url in requested if urlsplit(url).hostname not in LOCAL_HOSTS and "://" in url})
+    assert not [url for url in outside if not url.startswith(("data:", "blob:"))], outside
