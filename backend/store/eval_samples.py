@@ -159,7 +159,8 @@ def evaluation_fingerprints(session: Session, run_ids: Sequence[int]) -> dict[in
     """Per run with stored judgements, aggregates that change whenever its judgements do, in one
     grouped query: a list page can tell which runs' cached summaries still hold without reading
     every judgement. Replacing an evaluation deletes and re-inserts its rows (`replace_eval_samples`),
-    which moves the id range and count, or (same ids on SQLite) the sums of the judged values."""
+    which moves the id range and count, or (SQLite reuses the highest ids) the sums of the judged
+    values and of each preference times its lengths."""
     if not run_ids:
         return {}
     query = (
@@ -172,6 +173,9 @@ def evaluation_fingerprints(session: Session, run_ids: Sequence[int]) -> dict[in
             func.sum(EvalSample.output_chars),
             func.sum(EvalSample.baseline_chars),
             func.sum(EvalSample.output_tokens),
+            # Which preference went with which lengths: the length-controlled rate depends on it.
+            func.sum(EvalSample.preference * EvalSample.output_chars),
+            func.sum(EvalSample.preference * EvalSample.baseline_chars),
         )
         .where(EvalSample.run_id.in_(run_ids))
         .group_by(EvalSample.run_id)
