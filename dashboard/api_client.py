@@ -210,8 +210,7 @@ def _post_response(path: str, body: Any = None, headers: Mapping[str, str] | Non
 
 
 def _post(path: str, body: Any = None) -> Any:
-    response = _post_response(path, body)
-    return response.json() if response.content else {}
+    return _post_response(path, body).json()
 
 
 def _preview_json(url: str, token: str, token_source: str, path: str, body_json: str) -> Any:
@@ -238,7 +237,8 @@ def clear_cache() -> None:
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a paginated listing: the API's `items` with its `total` and `next_cursor`."""
+    """One page of a listing: the API's `items` with its `total`, `next_cursor` (cursor-paged
+    listings) and `active` (GET /runs: runs queued or running, whatever the filters)."""
 
     items: list[dict[str, Any]]
     total: int | None = None
