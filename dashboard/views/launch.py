@@ -43,9 +43,7 @@ def show_result(kind: str, item: dict[str, Any]) -> None:
             ui.RUN_DETAIL_PAGE, label="Open it", icon=":material/biotech:", query_params={"run": item["id"]}
         )
     else:
-        message = (
-            f"Sweep #{item['id']} **{item['name']}** created with {len(item['runs'])} runs."
-        )
+        message = f"Sweep #{item['id']} **{item['name']}** created with {len(item['runs'])} runs."
         st.success(message + (again if item.get("replayed") else ""))
         st.page_link(ui.COMPARE_PAGE, label="Compare its runs", icon=":material/stacked_line_chart:")
 

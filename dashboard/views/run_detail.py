@@ -169,7 +169,10 @@ if not iterations:
 else:
     rows = [{**it, "status": theme.status_label(it["status"])} for it in iterations]
     st.dataframe(
-        pd.DataFrame(rows, columns=list(ITERATION_COLUMNS)), hide_index=True, column_config=ITERATION_COLUMNS
+        pd.DataFrame(rows, columns=list(ITERATION_COLUMNS)),
+        hide_index=True,
+        column_config=ITERATION_COLUMNS,
+        placeholder="—",
     )
     with st.expander("All evaluation metrics"):
         flat = pd.DataFrame([{"iteration": it["iteration"], **it["metrics"]} for it in iterations])
