@@ -128,6 +128,7 @@ RUN_COLUMNS = {
     "eval_iteration": st.column_config.NumberColumn(
         "Eval it", format="%d", help="The iteration whose policy θ_{k+1} was evaluated last (empty: θ_0)"
     ),
+    "lc_unavailable_reason": st.column_config.TextColumn("LC unavailable because"),
     "judge_label": st.column_config.TextColumn("Judge", help="Who judged the latest evaluation."),
     "n": st.column_config.NumberColumn("n", format="%d", width="small", help="Judged benchmark prompts"),
     "seed": st.column_config.NumberColumn("Eval seed", format="%d", width="small"),

@@ -154,6 +154,7 @@ ITERATION_COLUMNS = {
     "win_rate": st.column_config.NumberColumn("Win rate (%)", format="%.1f"),
     "win_rate_se": st.column_config.NumberColumn("± SE ", format="%.1f", width="small"),
     "avg_length": st.column_config.NumberColumn("Avg length (chars)", format="%.0f"),
+    "lc_unavailable_reason": st.column_config.TextColumn("LC unavailable because"),
     "pairs": st.column_config.NumberColumn("Pairs", format="%d"),
     "agreement_rate": st.column_config.NumberColumn("Agreement P(s_ref>0)", format="percent"),
     "mean_s_ref": st.column_config.NumberColumn("Mean s_ref (nats)", format="%.2f"),

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend.store import pairs, runs
+from backend.store import eval_samples, pairs, runs
 from dashboard import api_client, ui
-from tests.dashboard.seeded_backend import SeededApi, config, pair_records, store_evaluations
+from tests.dashboard.seeded_backend import SeededApi, config, judged, pair_records, store_evaluations
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 PAGES = [ui.RUNS_PAGE, ui.RUN_DETAIL_PAGE, ui.COMPARE_PAGE, ui.PAIRS_PAGE, ui.LAUNCH_PAGE]
@@ -113,6 +114,18 @@ def test_runs_page_sends_one_request_for_50_runs(backend: SeededApi, sent_reques
     assert len(table) == 50 and table["lc_win_rate_se"].notna().all()
     paths = [request.url.path for request in sent_requests]
     assert sorted(paths) == ["/api/v1/health", "/api/v1/objectives", "/api/v1/runs"], paths
+
+
+def test_runs_page_says_why_an_lc_win_rate_is_unavailable(backend: SeededApi):
+    with backend.session() as session:
+        run = runs.create_run(session, config("few-judgements", {"name": "dpo"}))
+        session.flush()
+        eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", judged(1, 0.0, n=10))
+        session.commit()
+    at = open_page(ui.RUNS_PAGE)
+    row = at.dataframe[0].value.set_index("name").loc["few-judgements"]
+    assert math.isnan(row["lc_win_rate"]) and not math.isnan(row["win_rate_se"])
+    assert "too few judgements" in row["lc_unavailable_reason"]
 
 
 def test_runs_page_filters_by_status(backend: SeededApi):
