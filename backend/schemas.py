@@ -76,6 +76,28 @@ class RunProgressPublic(BaseModel):
     current_iteration: int | None
 
 
+class RunEvaluationPublic(BaseModel):
+    """A run's latest evaluation (docs/evaluation.md): the highest θ_j evaluated on the run's first
+    benchmark, with who judged it, the sample it was judged on, and every rate's standard error."""
+
+    benchmark: str
+    evaluated: Literal["base", "policy"]
+    iteration: int | None = Field(description="The iteration that trained the evaluated policy; θ_0: null.")
+    policy_index: int = Field(description="j of the evaluated θ_j (0 = base model).")
+    judge: str
+    judge_label: str
+    self_judged: bool = Field(description="The evaluated policy judged itself (not comparable across j).")
+    n: int = Field(description="Judged prompts.")
+    seed: int = Field(description="evaluation.seed: runs with the same seed are judged on the same prompts.")
+    win_rate: float | None
+    win_rate_se: float | None
+    lc_win_rate: float | None
+    lc_win_rate_se: float | None
+    lc_unavailable_reason: str | None
+    avg_length: float | None = Field(description="Mean output length in characters.")
+    avg_tokens: float | None
+
+
 class RunPublic(BaseModel):
     model_config = ConfigDict(
         from_attributes=True,
@@ -104,6 +126,25 @@ class RunPublic(BaseModel):
                         "current_stage": "train",
                         "current_iteration": 0,
                     },
+                    "latest_evaluation": {
+                        "benchmark": "alpaca_eval",
+                        "evaluated": "policy",
+                        "iteration": 0,
+                        "policy_index": 1,
+                        "judge": "llm_judge:smollm2-135m-instruct",
+                        "judge_label": "base model θ_0 (smollm2-135m-instruct), fixed",
+                        "self_judged": False,
+                        "n": 32,
+                        "seed": 0,
+                        "win_rate": 31.2,
+                        "win_rate_se": 7.1,
+                        "lc_win_rate": None,
+                        "lc_win_rate_se": None,
+                        "lc_unavailable_reason": "too few judgements to estimate this judge's length slope "
+                        "(32 < 50)",
+                        "avg_length": 410.5,
+                        "avg_tokens": 96.0,
+                    },
                 }
             ]
         },
@@ -126,16 +167,22 @@ class RunPublic(BaseModel):
         None, description='Name of the token that created the run ("operator": the bootstrap token).'
     )
     progress: RunProgressPublic | None = None
+    latest_evaluation: RunEvaluationPublic | None = Field(
+        None, description="The latest evaluation (null before the first evaluate stage has finished)."
+    )
 
 
 class RunList(BaseModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"items": [], "total": 0, "limit": 50, "offset": 0}]}
+        json_schema_extra={"examples": [{"items": [], "total": 0, "limit": 50, "offset": 0, "active": 0}]}
     )
     items: list[RunPublic]
     total: int
     limit: int
     offset: int
+    active: int = Field(
+        description="Runs queued or running, whatever the filters (should a runs page keep refreshing?)."
+    )
 
 
 class RunClone(BaseModel):

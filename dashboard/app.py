@@ -10,11 +10,21 @@ that raises is reported as a short message, never as a traceback in the browser.
 from __future__ import annotations
 
 import streamlit as st
+from PIL import Image, ImageDraw
 
-from dashboard import api_client, login, session, ui
+from dashboard import api_client, login, session, theme, ui
 from dashboard.settings import SERVER_TOKEN, auth_mode, is_loopback
 
-st.set_page_config(page_title="AIPO Lab", page_icon=":material/science:", layout="wide")
+
+def favicon() -> Image.Image:
+    """An accent-coloured dot, drawn here: a Material or emoji page icon makes the browser fetch it
+    from an outside host, and the page must not reach beyond this machine (docs/dashboard.md)."""
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((4, 4, 60, 60), fill=theme.ACCENT)
+    return image
+
+
+st.set_page_config(page_title="AIPO Lab", page_icon=favicon(), layout="wide")
 st.set_option("client.showErrorDetails", "none")
 
 # The page scripts live in views/, not pages/: Streamlit would treat a `pages/` folder beside the

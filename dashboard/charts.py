@@ -508,6 +508,13 @@ def length_histograms(
 # ----------------------------------------------------------------------------- sweeps
 
 
+def _mean_se(errors: pd.Series) -> float:
+    """SE of the mean of k independent results with these SEs (NaN if any is undefined)."""
+    if errors.empty or errors.isna().any():
+        return math.nan
+    return math.sqrt(float((errors**2).sum())) / len(errors)
+
+
 def sweep_heatmap(
     frame: pd.DataFrame,
     *,
@@ -515,28 +522,43 @@ def sweep_heatmap(
     y: str,
     z: str = "lc_win_rate",
     z_title: str = "LC win rate (%)",
+    se: str | None = None,
     title: str | None = None,
 ) -> go.Figure:
     """Hyperparameter grid (e.g. alpha × lambda_) coloured by a result; duplicates are averaged.
 
-    `frame` has one row per run with columns `x`, `y` and `z`; runs without a result (NaN z)
-    leave their cell empty. Axis values are sorted and shown as categories so a grid like
-    {0.03, 0.05, 0.07} is evenly spaced.
+    `frame` has one row per run with columns `x`, `y` and `z` (and `se`, z's standard error, when
+    given: each cell then reads "z ± SE", the SE of a mean of k runs being √ΣSE²/k); runs without a
+    result (NaN z) leave their cell empty. Axis values are sorted and shown as categories so a grid
+    like {0.03, 0.05, 0.07} is evenly spaced.
     """
     title = title or f"{z_title} over {x} × {y}"
     if frame.empty or not {x, y, z} <= set(frame.columns) or frame[z].isna().all():
         return empty_figure("No finished sweep points yet.", title=title)
-    grid = frame.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index().sort_index(axis=1)
+    shown = frame[frame[z].notna()]
+    grid = shown.pivot_table(index=y, columns=x, values=z, aggfunc="mean").sort_index().sort_index(axis=1)
     cells = grid.to_numpy(dtype=float)
+    text = [["" if math.isnan(v) else f"{v:.1f}" for v in row] for row in cells]
+    if se is not None:
+        errors = (
+            shown.pivot_table(index=y, columns=x, values=se, aggfunc=_mean_se, dropna=False)
+            .reindex(index=grid.index, columns=grid.columns)
+            .to_numpy(dtype=float)
+        )
+        text = [
+            [t if not t or math.isnan(e) else f"{t} ± {e:.1f}" for t, e in zip(t_row, e_row, strict=True)]
+            for t_row, e_row in zip(text, errors, strict=True)
+        ]
     fig = go.Figure(
         go.Heatmap(
             z=[[None if math.isnan(v) else v for v in row] for row in cells],
             x=[str(v) for v in grid.columns],
             y=[str(v) for v in grid.index],
+            text=text,
             colorscale="Viridis",
             colorbar={"title": {"text": z_title}},
-            texttemplate="%{z:.1f}",
-            hovertemplate=f"{x} = %{{x}}<br>{y} = %{{y}}<br>{z_title} %{{z:.2f}}<extra></extra>",
+            texttemplate="%{text}",
+            hovertemplate=f"{x} = %{{x}}<br>{y} = %{{y}}<br>{z_title} %{{text}}<extra></extra>",
         )
     )
     fig.update_xaxes(type="category")

@@ -56,10 +56,8 @@ EVALUATION_COLUMNS = [
 
 
 def evaluation_frame(evaluations: list[Mapping], *, run: str, run_id: int) -> pd.DataFrame:
-    """One row per evaluated θ_j of a run (api_client.run_evaluations), NaN where undefined."""
-    rows = [
-        {"run": run, "run_id": run_id, **{k: e.get(k) for k in EVALUATION_COLUMNS[2:]}} for e in evaluations
-    ]
+    """One row per evaluated θ_j of a run (frames.run_evaluations), NaN where undefined."""
+    rows = [{"run": run, "run_id": run_id, **{k: e[k] for k in EVALUATION_COLUMNS[2:]}} for e in evaluations]
     frame = pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
     numeric = ["win_rate", "win_rate_se", "lc_win_rate", "lc_win_rate_se", "avg_length"]
     frame[numeric] = frame[numeric].astype(float)
@@ -77,12 +75,12 @@ def rate_text(value: float | None, se: float | None, reason: str | None = None) 
 
 def protocol_text(config: Mapping, evaluation: Mapping) -> str:
     """Who judged a number and on what sample: judge, benchmark, prompts judged, sample seed."""
-    settings = config.get("evaluation") or {}
-    limit = settings.get("limit")
+    settings = config["evaluation"]
+    limit = settings["limit"]
     sample = "all prompts" if limit is None else f"a seeded sample of {limit}"
     return (
         f"judge: {evaluation['judge_label']} · {evaluation['benchmark']}: {evaluation['n']} prompts judged "
-        f"({sample}, evaluation seed {settings.get('seed', 0)})"
+        f"({sample}, evaluation seed {settings['seed']})"
     )
 
 

@@ -51,7 +51,7 @@ def signed_in_panel() -> None:
         except api_client.ApiError:
             return  # the connection line above already says what is wrong
         session.remember_identity(who)
-    scope = "read-only" if who.get("scope") == "read" else "read & write"
+    scope = "read-only" if who["scope"] == "read" else "read & write"
     st.caption(f"Signed in as **{who.get('name')}** ({scope})")
     if auth_mode() == LOGIN:
         if st.button("Sign out", icon=":material/logout:", width="stretch"):

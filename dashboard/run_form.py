@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from dashboard.api_client import HYPERPARAMETERS, FieldError
+from dashboard.api_client import FieldError
 
 # docs/architecture.md §9's example config: what a fresh Launch page starts from.
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -87,11 +87,13 @@ def objective_section(name: str, values: Mapping[str, float | None], used: Itera
 def hyperparameter_defaults(
     objective: str, config: Mapping[str, Any], catalog: Mapping[str, Mapping[str, float]]
 ) -> dict[str, float]:
-    """Values the form shows for `objective`: the config's when it is that objective, else defaults."""
-    defaults = dict(catalog.get(objective, {}))
+    """Values the form shows for `objective`'s hyperparameters (the keys of its registry defaults,
+    `catalog` = frames.objective_defaults of GET /objectives): the config's values when it is
+    that objective, else the defaults."""
+    defaults = dict(catalog[objective])
     section = config.get("objective") or {}
     if section.get("name") == objective:
-        defaults.update({k: float(v) for k, v in section.items() if k in HYPERPARAMETERS and v is not None})
+        defaults.update({k: float(v) for k, v in section.items() if k in defaults and v is not None})
     return defaults
 
 

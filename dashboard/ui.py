@@ -121,11 +121,17 @@ RUN_COLUMNS = {
     "status": st.column_config.TextColumn("Status"),
     "objective": st.column_config.TextColumn("Objective"),
     "lc_win_rate": st.column_config.NumberColumn("LC win rate (%)", format="%.1f"),
+    "lc_win_rate_se": st.column_config.NumberColumn("± SE", format="%.1f", width="small"),
     "win_rate": st.column_config.NumberColumn("Win rate (%)", format="%.1f"),
+    "win_rate_se": st.column_config.NumberColumn("± SE ", format="%.1f", width="small"),
     "avg_length": st.column_config.NumberColumn("Avg length (chars)", format="%.0f"),
     "eval_iteration": st.column_config.NumberColumn(
-        "Eval it", format="%d", help="Latest evaluated iteration"
+        "Eval it", format="%d", help="The iteration whose policy θ_{k+1} was evaluated last (empty: θ_0)"
     ),
+    "lc_unavailable_reason": st.column_config.TextColumn("LC unavailable because"),
+    "judge_label": st.column_config.TextColumn("Judge", help="Who judged the latest evaluation."),
+    "n": st.column_config.NumberColumn("n", format="%d", width="small", help="Judged benchmark prompts"),
+    "seed": st.column_config.NumberColumn("Eval seed", format="%d", width="small"),
     "beta": st.column_config.NumberColumn("β", format="%g", width="small"),
     "alpha": st.column_config.NumberColumn("α", format="%g", width="small"),
     "lambda_": st.column_config.NumberColumn("λ", format="%g", width="small"),
@@ -138,7 +144,7 @@ RUN_COLUMNS = {
 
 
 def run_table(frame: pd.DataFrame) -> Styler:
-    """api_client.runs_frame output ready for st.dataframe(..., column_config=RUN_COLUMNS)."""
+    """frames.runs_frame output ready for st.dataframe(..., column_config=RUN_COLUMNS)."""
     shown = frame.copy()
     shown["status"] = shown["status"].map(theme.status_label)
     shown["created_at"] = pd.to_datetime(shown["created_at"], errors="coerce", utc=True)

@@ -7,7 +7,9 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Path, status
 from sqlalchemy.orm import Session
 
-from backend.schemas import MAX_INT32, ErrorPublic, RunProgressPublic, RunPublic
+from aipo_core.eval_summary import EvaluationSummary
+from backend.evaluations import latest_evaluations
+from backend.schemas import MAX_INT32, ErrorPublic, RunEvaluationPublic, RunProgressPublic, RunPublic
 from backend.store.models import Run
 from backend.store.runs import RunProgress, run_progress
 
@@ -56,11 +58,24 @@ def _progress(progress: RunProgress | None) -> RunProgressPublic | None:
     )
 
 
+def _latest_evaluation(run: Run, summary: EvaluationSummary | None) -> RunEvaluationPublic | None:
+    if summary is None:
+        return None
+    seed = run.run_config().evaluation.seed
+    return RunEvaluationPublic.model_validate({**summary.to_dict(), "seed": seed})
+
+
 def runs_public(session: Session, runs: list[Run]) -> list[RunPublic]:
-    """Runs with their progress (two queries for the whole page)."""
+    """Runs with their progress and latest evaluation (at most four queries for the whole page)."""
     progress = run_progress(session, [r.id for r in runs])
+    latest = latest_evaluations(session, runs)
     return [
-        RunPublic.model_validate(run).model_copy(update={"progress": _progress(progress.get(run.id))})
+        RunPublic.model_validate(run).model_copy(
+            update={
+                "progress": _progress(progress.get(run.id)),
+                "latest_evaluation": _latest_evaluation(run, latest.get(run.id)),
+            }
+        )
         for run in runs
     ]
 

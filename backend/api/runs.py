@@ -130,7 +130,13 @@ def list_runs(
         limit=limit,
         offset=offset,
     )
-    return RunList(items=runs_public(session, runs), total=total, limit=limit, offset=offset)
+    return RunList(
+        items=runs_public(session, runs),
+        total=total,
+        limit=limit,
+        offset=offset,
+        active=store.count_active_runs(session),
+    )
 
 
 @router.get("/{run_id}", response_model=RunPublic, summary="Get a run")

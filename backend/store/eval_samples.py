@@ -82,6 +82,7 @@ def replace_eval_samples(
 
 
 EvalCursor = tuple[int, str, str, int]
+EVALUATION_ORDER = (EvalSample.iteration, EvalSample.benchmark, EvalSample.evaluated, EvalSample.idx)
 
 
 def query_eval_samples(
@@ -115,13 +116,21 @@ def query_eval_samples(
 
 
 def run_evaluations(session: Session, run_id: int) -> list[Evaluation]:
-    """Every stored evaluation of a run, as columns of the fields the win-rate summary reads.
+    """Every stored evaluation of a run, as columns of the fields the win-rate summary reads."""
+    return runs_evaluations(session, [run_id]).get(run_id, [])
+
+
+def runs_evaluations(session: Session, run_ids: Sequence[int]) -> dict[int, list[Evaluation]]:
+    """Every stored evaluation of each run in `run_ids`, in one query (runs without any: absent).
 
     Rows go straight into per-evaluation columns (no object per judgement), so a 12,880-row
     read leaves little behind for the garbage collector.
     """
+    if not run_ids:
+        return {}
     query = (
         select(
+            EvalSample.run_id,
             EvalSample.evaluated,
             EvalSample.iteration,
             EvalSample.benchmark,
@@ -131,20 +140,49 @@ def run_evaluations(session: Session, run_id: int) -> list[Evaluation]:
             EvalSample.baseline_chars,
             EvalSample.output_tokens,
         )
-        .where(EvalSample.run_id == run_id)
-        .order_by(EvalSample.iteration, EvalSample.benchmark, EvalSample.evaluated, EvalSample.idx)
+        .where(EvalSample.run_id.in_(run_ids))
+        .order_by(EvalSample.run_id, *EVALUATION_ORDER)
     )
-    columns: dict[tuple[str, int, str], tuple[list, list, list, list, list]] = {}
-    for evaluated, iteration, benchmark, *values in session.execute(query).tuples():
-        group = columns.get((evaluated, iteration, benchmark))
+    columns: dict[tuple[int, str, int, str], tuple[list, list, list, list, list]] = {}
+    for run_id, evaluated, iteration, benchmark, *values in session.execute(query).tuples():
+        group = columns.get((run_id, evaluated, iteration, benchmark))
         if group is None:
-            group = columns[(evaluated, iteration, benchmark)] = ([], [], [], [], [])
+            group = columns[(run_id, evaluated, iteration, benchmark)] = ([], [], [], [], [])
         for column, value in zip(group, values, strict=True):
             column.append(value)
-    return [
-        Evaluation(benchmark, evaluated, iteration, [str(u) for u in uids], *rest)
-        for (evaluated, iteration, benchmark), (uids, *rest) in columns.items()
-    ]
+    evaluations: dict[int, list[Evaluation]] = {}
+    for (run_id, evaluated, iteration, benchmark), (uids, *rest) in columns.items():
+        evaluation = Evaluation(benchmark, evaluated, iteration, [str(u) for u in uids], *rest)
+        evaluations.setdefault(run_id, []).append(evaluation)
+    return evaluations
+
+
+def evaluation_fingerprints(session: Session, run_ids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+    """Per run with stored judgements, aggregates that change whenever its judgements do, in one
+    grouped query: a list page can tell which runs' cached summaries still hold without reading
+    every judgement. Replacing an evaluation deletes and re-inserts its rows (`replace_eval_samples`),
+    which moves the id range and count, or (SQLite reuses the highest ids) the sums of the judged
+    values and of each preference times its lengths."""
+    if not run_ids:
+        return {}
+    query = (
+        select(
+            EvalSample.run_id,
+            func.count(),
+            func.min(EvalSample.id),
+            func.max(EvalSample.id),
+            func.sum(EvalSample.preference),
+            func.sum(EvalSample.output_chars),
+            func.sum(EvalSample.baseline_chars),
+            func.sum(EvalSample.output_tokens),
+            # Which preference went with which lengths: the length-controlled rate depends on it.
+            func.sum(EvalSample.preference * EvalSample.output_chars),
+            func.sum(EvalSample.preference * EvalSample.baseline_chars),
+        )
+        .where(EvalSample.run_id.in_(run_ids))
+        .group_by(EvalSample.run_id)
+    )
+    return {run_id: tuple(values) for run_id, *values in session.execute(query).tuples()}
 
 
 def prompt_outputs(

@@ -3,14 +3,17 @@ length exploitation, one evaluation prompt across runs; a sweep's hyperparameter
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import streamlit as st
 
-from dashboard import api_client, charts, derived, lineage, ui
+from dashboard import api_client, charts, derived, frames, lineage, ui
 
 st.title("Compare runs")
 with ui.api_guard():
     runs = api_client.list_runs().items
+    objectives = api_client.objectives()
 if not runs:
     ui.empty_state("No runs yet — launch one.")
     st.stop()
@@ -39,17 +42,19 @@ st.query_params["runs"] = ",".join(map(str, selected))
 
 def evaluations_of(labels: dict[int, str]) -> pd.DataFrame:
     """Every evaluation of the selected runs with SEs (derived.evaluation_frame), one frame."""
-    frames = [
-        derived.evaluation_frame(api_client.run_evaluations(i), run=label, run_id=i)
+    parts = [
+        derived.evaluation_frame(frames.run_evaluations(api_client.run_iterations(i)), run=label, run_id=i)
         for i, label in labels.items()
     ]
-    return pd.concat(frames, ignore_index=True) if frames else derived.evaluation_frame([], run="", run_id=0)
+    return pd.concat(parts, ignore_index=True) if parts else derived.evaluation_frame([], run="", run_id=0)
 
 
 def overlay() -> None:
     labels = {i: f"#{i} {by_id[i]['name']}" for i in selected}
     evaluations = evaluations_of(labels)
-    headline = evaluations[evaluations["benchmark"] == api_client.HEADLINE_BENCHMARK]
+    # Each run's headline: its config's first benchmark (frames.headline_benchmark).
+    headline_of = {i: frames.headline_benchmark(by_id[i]) for i in selected}
+    headline = evaluations[evaluations["benchmark"] == evaluations["run_id"].map(headline_of)]
     st.plotly_chart(
         charts.win_rate_vs_length(
             lineage.chart_frame(headline), title="Win rate vs average length (θ_0 … θ_K)"
@@ -57,8 +62,10 @@ def overlay() -> None:
         key="cmp_wr",
     )
     lineage.protocol_captions({labels[i]: by_id[i]["config"] for i in selected}, headline)
-    # The runs without their bare latest rates: the evaluations below carry each rate with its SE.
-    table = api_client.runs_frame([by_id[i] for i in selected], with_eval=False)
+    # The runs without their latest rates: the evaluations below carry every θ_j's rates ± SE.
+    table = frames.runs_frame([by_id[i] for i in selected], objectives).drop(
+        columns=list(frames.RUN_EVAL_COLUMNS)
+    )
     st.dataframe(ui.run_table(table), hide_index=True, column_config=ui.RUN_COLUMNS, placeholder="—")
     if not evaluations.empty:
         st.dataframe(lineage.evaluation_table(evaluations), hide_index=True)
@@ -67,13 +74,14 @@ def overlay() -> None:
         st.info("None of these runs has logged training metrics yet.")
         return
     key = st.selectbox("Metric", keys, index=keys.index("loss") if "loss" in keys else 0)
-    frames = []
+    curves = []
     for run_id, label in labels.items():
-        history = derived.global_steps(api_client.metric_history(run_id, key))
-        frames.append(history.assign(series=label, step=history["global_step"]))
+        points = api_client.metric_histories(run_id, [key])[key]
+        history = derived.global_steps(frames.history_frame(points))
+        curves.append(history.assign(series=label, step=history["global_step"]))
     st.plotly_chart(
         charts.metric_curves(
-            pd.concat(frames, ignore_index=True),
+            pd.concat(curves, ignore_index=True),
             title=key,
             y_title=key,
             x_title="Step (cumulative over iterations)",
@@ -123,7 +131,7 @@ def prompt_panel(benchmark: str) -> None:
     """One evaluation prompt across the selected runs' iterations, next to the baseline answer."""
     wanted = st.query_params.get("prompt")
     page = api_client.eval_samples(selected[0], benchmark=benchmark, limit=100)
-    prompts = {str(s["uid"]): s["instruction"] for s in page.items if s.get("uid") is not None}
+    prompts = {str(s["uid"]): s["instruction"] for s in page.items if s["uid"] is not None}
     if wanted and wanted not in prompts:
         prompts = {str(wanted): "(from the link)", **prompts}
     if not prompts:
@@ -143,7 +151,9 @@ def prompt_panel(benchmark: str) -> None:
 if len(selected) >= 1:
     with ui.api_guard(stop=False):
         runs_evaluations = evaluations_of({i: f"#{i} {by_id[i]['name']}" for i in selected})
-        benchmarks = list(dict.fromkeys(runs_evaluations["benchmark"])) or [api_client.HEADLINE_BENCHMARK]
+        benchmarks = list(dict.fromkeys(runs_evaluations["benchmark"])) or [
+            frames.headline_benchmark(by_id[selected[0]])
+        ]
         wanted_benchmark = st.query_params.get("benchmark")
         benchmark = st.selectbox(
             "Benchmark",
@@ -169,12 +179,23 @@ Z_CHOICES = {
     "avg_length": "Average length (chars)",
 }
 
+#: The colours that are rates, each with its standard error (frames.EVAL_FIELDS' `_se` fields).
+Z_WITH_SE = ("lc_win_rate", "win_rate")
+
+
+def _shown(latest: dict, z: str) -> str:
+    """A run's result as the table shows it: a rate "x ± SE" (or "n/a (why)"), a length as is."""
+    if z in Z_WITH_SE:
+        reason = latest["lc_unavailable_reason"] if z == "lc_win_rate" else None
+        return derived.rate_text(latest[z], latest[f"{z}_se"], reason)
+    return "n/a" if math.isnan(latest[z]) else f"{latest[z]:.0f}"
+
 
 def sweep_panel(sweep_ids: list[int]) -> None:
     sweep_id = st.selectbox("Sweep", sweep_ids, format_func=lambda i: f"sweep #{i}")
     sweep = api_client.get_sweep(sweep_id)
     params = list(sweep["grid"])
-    st.caption(f"**{sweep.get('name', '')}** · grid {sweep['grid']} · {sweep.get('status_counts', {})}")
+    st.caption(f"**{sweep['name']}** · grid {sweep['grid']} · {sweep['status_counts']}")
     if not params:
         st.info("This sweep has no grid parameters.")
         return
@@ -183,25 +204,31 @@ def sweep_panel(sweep_ids: list[int]) -> None:
     y_options = [p for p in params if p != x] or ["(none)"]
     y = cols[1].selectbox("y", y_options, index=0)
     z = cols[2].selectbox("colour", list(Z_CHOICES), format_func=Z_CHOICES.get)
+    se = f"{z}_se" if z in Z_WITH_SE else None
     rows = []
     for run in sweep["runs"]:
-        latest = api_client.latest_eval(int(run["id"]))
+        latest = frames.latest_evaluation_row(run)  # RunPublic.latest_evaluation
         rows.append(
             {
-                x: api_client.sweep_point_value(run, x),
-                y: "all" if y == "(none)" else api_client.sweep_point_value(run, y),
+                x: frames.sweep_point_value(run, x),
+                y: "all" if y == "(none)" else frames.sweep_point_value(run, y),
                 z: latest[z],
+                f"{z}_se": latest[se] if se else math.nan,
+                "shown": _shown(latest, z),
+                "judge": latest["judge_label"],
+                "n": latest["n"],
                 "run": f"#{run['id']} {run['name']}",
                 "status": run["status"],
             }
         )
-    frame = pd.DataFrame(rows, columns=[x, y, z, "run", "status"])
-    st.plotly_chart(charts.sweep_heatmap(frame, x=x, y=y, z=z, z_title=Z_CHOICES[z]), key="sweep_heat")
-    st.dataframe(frame, hide_index=True)
+    frame = pd.DataFrame(rows, columns=[x, y, z, f"{z}_se", "shown", "judge", "n", "run", "status"])
+    st.plotly_chart(charts.sweep_heatmap(frame, x=x, y=y, z=z, z_title=Z_CHOICES[z], se=se), key="sweep_heat")
+    table = frame[[x, y, "shown", "judge", "n", "run", "status"]].rename(columns={"shown": Z_CHOICES[z]})
+    st.dataframe(table, hide_index=True)
 
 
 st.markdown("#### Sweep heatmap")
-sweep_ids = sorted({int(r["sweep_id"]) for r in runs if r.get("sweep_id")})
+sweep_ids = sorted({int(r["sweep_id"]) for r in runs if r["sweep_id"]})
 if not sweep_ids:
     st.info("No sweeps yet — launch one from the Launch page (Sweep tab).")
 else:

@@ -16,7 +16,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import api_client, launch_summary, run_form, session, theme, ui
+from dashboard import api_client, frames, launch_summary, run_form, session, theme, ui
 
 st.title("Launch")
 if not session.can_write():
@@ -24,7 +24,7 @@ if not session.can_write():
     st.stop()
 
 with ui.api_guard():
-    catalog = api_client.objective_catalog()
+    catalog = frames.objective_defaults(api_client.objectives())
     source_id = ui.query_int("from")
     source = api_client.get_run(source_id)["config"] if source_id is not None else None
 base = run_form.starting_config(source)
@@ -43,9 +43,7 @@ def show_result(kind: str, item: dict[str, Any]) -> None:
             ui.RUN_DETAIL_PAGE, label="Open it", icon=":material/biotech:", query_params={"run": item["id"]}
         )
     else:
-        message = (
-            f"Sweep #{item['id']} **{item.get('name', '')}** created with {len(item.get('runs', []))} runs."
-        )
+        message = f"Sweep #{item['id']} **{item['name']}** created with {len(item['runs'])} runs."
         st.success(message + (again if item.get("replayed") else ""))
         st.page_link(ui.COMPARE_PAGE, label="Compare its runs", icon=":material/stacked_line_chart:")
 

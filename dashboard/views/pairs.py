@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import streamlit as st
@@ -21,7 +20,7 @@ with ui.api_guard():
     if run is None:
         st.stop()
     run_id = int(run["id"])
-    iterations = [it["iteration"] for it in api_client.run_iterations(run_id)]
+    iterations = [it["index"] for it in api_client.run_iterations(run_id)["items"]]
 
 cols = st.columns([1, 2, 1, 1])
 iteration = cols[0].selectbox("Iteration", ["all", *iterations])
@@ -50,19 +49,18 @@ with ui.api_guard():
     page = api_client.list_pairs(run_id, limit=page_size, cursor=cursors[-1], include_total=True, **filters)
 
 
-def _number(value: float, fmt: str) -> str:
-    return "–" if value is None or math.isnan(value) else format(value, fmt)
+def _number(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
 
 
 def show_pair(pair: dict[str, Any]) -> None:
     s_ref = pair["s_ref"]
-    agrees = (
-        "reference agrees" if s_ref > 0 else "reference disagrees" if not math.isnan(s_ref) else "no s_ref"
-    )
-    diff = pair["chosen_length"] - pair["rejected_length"]
+    agrees = "no s_ref" if s_ref is None else "reference agrees" if s_ref > 0 else "reference disagrees"
+    diff = pair["length_diff"]
     with st.container(border=True):
         st.caption(
-            f"iteration {pair['iteration']} · id {pair['id']} · s_ref = {_number(s_ref, '.2f')} nats "
+            f"iteration {pair['iteration']} · id {pair['uid'] or pair['id']} · "
+            f"s_ref = {_number(s_ref, '.2f')} nats "
             f"({agrees}) · Δlength = {_number(diff, '.0f')} tokens"
         )
         st.markdown(f"**Prompt.** {pair['prompt_text']}")
@@ -75,11 +73,14 @@ def show_pair(pair: dict[str, Any]) -> None:
                 f" · log πref {_number(pair[f'ref_{role}_logps'], '.1f')}"
             )
             col.markdown(f":{color}[**{role.capitalize()}**] · {numbers}")
-            col.text(pair[f"{role}_text"])
+            col.text(pair[role])
         # Lineage (docs/dashboard.md): fetched only when opened, one request per opened pair.
-        if st.toggle("All candidates of this prompt", key=f"candidates_{pair['iteration']}_{pair['id']}"):
+        # The candidates are keyed by the prompt's id (PairPublic.uid); a pair without one has none.
+        if pair["uid"] is not None and st.toggle(
+            "All candidates of this prompt", key=f"candidates_{pair['iteration']}_{pair['uid']}"
+        ):
             with ui.api_guard(stop=False):
-                lineage.show_candidates(run_id, int(pair["iteration"]), str(pair["id"]))
+                lineage.show_candidates(run_id, int(pair["iteration"]), str(pair["uid"]))
 
 
 if not page.items:

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from dashboard import api_client, charts, derived, lineage, session, theme, ui
+from dashboard import api_client, charts, derived, frames, lineage, session, theme, ui
 
 REFRESH_S = 5
 
@@ -17,6 +17,8 @@ with ui.api_guard():
 if run is None:
     st.stop()
 run_id = int(run["id"])
+with ui.api_guard():
+    objectives = api_client.objectives()
 active = run["status"] in api_client.ACTIVE_STATUSES
 
 
@@ -25,36 +27,36 @@ active = run["status"] in api_client.ACTIVE_STATUSES
 
 def header() -> None:
     st.subheader(f"#{run_id} {run['name']}")
-    hp = api_client.hyperparameters(run)
+    hp = frames.hyperparameters(run, objectives)
     hp_text = ", ".join(f"{k} = {v:g}" for k, v in hp.items())
     st.markdown(
         f"{ui.status_markdown(run['status'])} · **{run['objective']}** ({hp_text}) · "
-        f"model `{run['model']}` · {run.get('iterations') or '?'} iterations"
+        f"model `{run['config']['model']}` · {run['config']['iterations']} iterations"
     )
     times = [
         f"{label} {run[key]}"
         for key, label in (("created_at", "created"), ("started_at", "started"), ("finished_at", "finished"))
-        if run.get(key)
+        if run[key]
     ]
-    if run.get("created_by"):
+    if run["created_by"]:
         times.append(f"by {run['created_by']}")
-    if run.get("parent_run_id"):
+    if run["parent_run_id"]:
         times.append(f"cloned from #{run['parent_run_id']}")
-    if run.get("sweep_id"):
-        times.append(f"sweep #{run['sweep_id']} point {run.get('sweep_point')}")
+    if run["sweep_id"]:
+        times.append(f"sweep #{run['sweep_id']} point {run['sweep_point']}")
     st.caption(" · ".join(times))
-    if run.get("error"):
+    if run["error"]:
         st.error(f"Failed: {run['error']}", icon=":material/cancel:")
-    progress = run.get("progress") or {}
+    progress = run["progress"]
     if progress:
         where = (
-            f" · now: iteration {progress.get('current_iteration')} {progress.get('current_stage')}"
-            if (progress.get("current_stage"))
+            f" · now: iteration {progress['current_iteration']} {progress['current_stage']}"
+            if progress["current_stage"]
             else ""
         )
         st.progress(
-            float(progress.get("fraction", 0.0)),
-            text=f"{progress.get('stages_done', 0)}/{progress.get('stages_total', 0)} stages{where}",
+            float(progress["fraction"]),
+            text=f"{progress['stages_done']}/{progress['stages_total']} stages{where}",
         )
 
 
@@ -147,9 +149,12 @@ else:
 ITERATION_COLUMNS = {
     "iteration": st.column_config.NumberColumn("Iteration", format="%d"),
     "status": st.column_config.TextColumn("Status"),
-    "lc_win_rate": st.column_config.TextColumn("LC win rate (%)", help="θ_{k+1}'s, ± SE; n/a: why."),
-    "win_rate": st.column_config.TextColumn("Win rate (%)", help="θ_{k+1}'s, ± SE."),
+    "lc_win_rate": st.column_config.NumberColumn("LC win rate (%)", format="%.1f"),
+    "lc_win_rate_se": st.column_config.NumberColumn("± SE", format="%.1f", width="small"),
+    "win_rate": st.column_config.NumberColumn("Win rate (%)", format="%.1f"),
+    "win_rate_se": st.column_config.NumberColumn("± SE ", format="%.1f", width="small"),
     "avg_length": st.column_config.NumberColumn("Avg length (chars)", format="%.0f"),
+    "lc_unavailable_reason": st.column_config.TextColumn("LC unavailable because"),
     "pairs": st.column_config.NumberColumn("Pairs", format="%d"),
     "agreement_rate": st.column_config.NumberColumn("Agreement P(s_ref>0)", format="percent"),
     "mean_s_ref": st.column_config.NumberColumn("Mean s_ref (nats)", format="%.2f"),
@@ -158,42 +163,23 @@ ITERATION_COLUMNS = {
 }
 
 
-def rate_texts(evaluations: list[dict]) -> dict[int, dict[str, str]]:
-    """Per iteration k, θ_{k+1}'s headline-benchmark rates as "x ± SE" (or "n/a (why)")."""
-    headline = [e for e in evaluations if e["benchmark"] == api_client.HEADLINE_BENCHMARK] or evaluations
-    return {
-        e["iteration"]: {
-            "win_rate": derived.rate_text(e["win_rate"], e["win_rate_se"]),
-            "lc_win_rate": derived.rate_text(
-                e["lc_win_rate"], e["lc_win_rate_se"], e["lc_unavailable_reason"]
-            ),
-        }
-        for e in headline
-        if e["iteration"] is not None
-    }
-
-
 with ui.api_guard():
-    iterations = api_client.run_iterations(run_id)
-    evaluations = api_client.run_evaluations(run_id)
-    rates = rate_texts(evaluations)
+    body = api_client.run_iterations(run_id)
+    benchmark = frames.headline_benchmark(run)
+    iterations = frames.iteration_rows(body, benchmark)
+    evaluations = frames.run_evaluations(body)
 st.markdown("#### Iterations")
 if not iterations:
     st.info("No iterations recorded yet.")
 else:
-    rows = [
-        {
-            **it,
-            **it["pair_stats"],
-            "status": theme.status_label(it["status"] or "pending"),
-            **rates.get(it["iteration"], {"win_rate": "–", "lc_win_rate": "–"}),
-        }
-        for it in iterations
-    ]
+    rows = [{**it, "status": theme.status_label(it["status"])} for it in iterations]
     st.dataframe(
-        pd.DataFrame(rows, columns=list(ITERATION_COLUMNS)), hide_index=True, column_config=ITERATION_COLUMNS
+        pd.DataFrame(rows, columns=list(ITERATION_COLUMNS)),
+        hide_index=True,
+        column_config=ITERATION_COLUMNS,
+        placeholder="—",
     )
-    headline = [e for e in evaluations if e["benchmark"] == api_client.HEADLINE_BENCHMARK] or evaluations
+    headline = [e for e in evaluations if e["benchmark"] == benchmark]
     if headline:
         st.caption(f"Win rates of θ_{{k+1}}, ± SE · {derived.protocol_text(run['config'], headline[-1])}")
     with st.expander("All evaluation metrics"):
@@ -205,7 +191,7 @@ else:
 
 def win_rate_tab() -> None:
     """θ_0 … θ_K with 95% intervals, the rates as "x ± SE", who judged, and length exploitation."""
-    frame = derived.evaluation_frame(api_client.run_evaluations(run_id), run=run["name"], run_id=run_id)
+    frame = derived.evaluation_frame(evaluations, run=run["name"], run_id=run_id)
     benchmarks = list(dict.fromkeys(frame["benchmark"]))
     if len(benchmarks) > 1:
         frame = frame[frame["benchmark"] == st.selectbox("Benchmark", benchmarks, key="wr_benchmark")]
@@ -219,12 +205,18 @@ def win_rate_tab() -> None:
 
 
 def rewards_tab() -> None:
-    chosen, rejected = api_client.reward_histories(run_id)
-    st.plotly_chart(charts.reward_trajectories(chosen, rejected), key="rewards")
-    weight = api_client.metric_keys(run_id).get(api_client.GRADIENT_WEIGHT_KEY)
-    if weight:
-        history = api_client.metric_history(run_id, api_client.GRADIENT_WEIGHT_KEY)
-        curve = derived.global_steps(history).assign(series="mean gradient weight")
+    keys = [frames.CHOSEN_REWARD_KEY, frames.REJECTED_REWARD_KEY, frames.GRADIENT_WEIGHT_KEY]
+    histories = {k: frames.history_frame(v) for k, v in api_client.metric_histories(run_id, keys).items()}
+    st.plotly_chart(
+        charts.reward_trajectories(
+            histories[frames.CHOSEN_REWARD_KEY], histories[frames.REJECTED_REWARD_KEY]
+        ),
+        key="rewards",
+    )
+    if not histories[frames.GRADIENT_WEIGHT_KEY].empty:
+        curve = derived.global_steps(histories[frames.GRADIENT_WEIGHT_KEY]).assign(
+            series="mean gradient weight"
+        )
         st.plotly_chart(
             charts.metric_curves(
                 curve.assign(step=curve["global_step"]),
@@ -236,19 +228,19 @@ def rewards_tab() -> None:
 
 
 def pairs_tab() -> None:
-    choices = [it["iteration"] for it in iterations if it["pair_stats"].get("pairs")]
+    choices = [it["iteration"] for it in iterations if it["pairs"]]
     if not choices:
         st.info("No preference pairs yet: they appear after an iteration's rank stage.")
         return
     iteration = st.selectbox("Iteration", choices, index=len(choices) - 1, key="pairs_iteration")
     pairs = api_client.all_pairs(run_id, iteration=iteration)
-    frame = api_client.pairs_frame(pairs)
+    frame = frames.pairs_frame(pairs)
     left, right = st.columns(2)
     left.plotly_chart(charts.s_ref_histogram(frame["s_ref"]), key="s_ref")
     weights, caption = derived.pair_gradient_weights([p["extra"] for p in pairs])
     right.plotly_chart(charts.gradient_weight_histogram(weights), key="weights")
-    formula = api_client.objective_weight_formula(run["objective"])
-    right.caption(f"{run['objective']} weights" + (f" w = {formula}" if formula else "") + f", {caption}.")
+    formula = frames.weight_formula(objectives, run["objective"])
+    right.caption(f"{run['objective']} weights w = {formula}, {caption}.")
     left, right = st.columns(2)
     left.plotly_chart(charts.length_vs_logprob(frame), key="len_logp")
     unit = right.radio("Length unit", ["chars", "tokens"], horizontal=True, key="len_unit")
@@ -269,11 +261,11 @@ def curves_tab() -> None:
     if not keys:
         st.info("No metrics recorded yet.")
         return
-    defaults = [k for k in api_client.DEFAULT_CURVE_KEYS if k in keys] or list(keys)[:1]
+    defaults = [k for k in frames.DEFAULT_CURVE_KEYS if k in keys] or list(keys)[:1]
     chosen = st.multiselect("Metrics", sorted(keys), default=defaults, key="curve_keys")
     histories = api_client.metric_histories(run_id, chosen)
     for key in chosen:
-        frame = derived.global_steps(histories[key])
+        frame = derived.global_steps(frames.history_frame(histories[key]))
         frame = frame.assign(series=[f"it {i}" for i in frame["iteration"]], step=frame["global_step"])
         st.plotly_chart(
             charts.metric_curves(frame, title=key, y_title=key, x_title="Step (cumulative over iterations)"),
@@ -286,24 +278,12 @@ def samples_tab() -> None:
     if not page.items:
         st.info("No evaluation outputs yet.")
         return
-    frame = pd.DataFrame(page.items)
-    shown = [
-        c
-        for c in (
-            "iteration",
-            "benchmark",
-            "instruction",
-            "output",
-            "preference",
-            "output_chars",
-            "baseline_chars",
-        )
-        if c in frame.columns
-    ]
-    st.dataframe(frame[shown], hide_index=True)
+    shown = ["iteration", "benchmark", "evaluated", "instruction", "output", "preference", "output_chars",
+             "baseline_chars"]  # fmt: skip
+    st.dataframe(pd.DataFrame(page.items, columns=shown), hide_index=True)
     st.caption("preference: 2 = model output preferred over the baseline, 1 = baseline preferred.")
     st.markdown("##### One prompt across iterations")
-    prompts = {(s["benchmark"], s["uid"]): s["instruction"] for s in page.items if s.get("uid") is not None}
+    prompts = {(s["benchmark"], s["uid"]): s["instruction"] for s in page.items if s["uid"] is not None}
     if not prompts:
         return
     chosen = st.selectbox(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import api_client, ui
+from dashboard import api_client, frames, ui
 
 REFRESH_S = 5
 PAGE_SIZE = 50
@@ -14,8 +14,8 @@ st.title("Runs")
 filters = st.columns([1, 1, 2, 1])
 status = filters[0].selectbox("Status", ["all", *api_client.RUN_STATUSES])
 with ui.api_guard():
-    objectives = sorted(api_client.objective_catalog())
-objective = filters[1].selectbox("Objective", ["all", *objectives])
+    objectives = api_client.objectives()
+objective = filters[1].selectbox("Objective", ["all", *sorted(o["name"] for o in objectives)])
 name = filters[2].text_input("Name contains", placeholder="e.g. aipo-smollm2")
 auto_refresh = filters[3].toggle(
     "Auto-refresh", value=True, help=f"Reload every {REFRESH_S} s while runs are active."
@@ -54,7 +54,7 @@ def run_links(run_id: int) -> None:
 def runs_table(number: int) -> None:
     with ui.api_guard():
         page = api_client.list_runs(**query, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
-        frame = api_client.runs_frame(page.items)
+        frame = frames.runs_frame(page.items, objectives)
     active = int(frame["status"].isin(api_client.ACTIVE_STATUSES).sum())
     st.caption(f"{len(frame)} of {page.total} runs · {active} active on this page")
     selection = st.dataframe(
@@ -82,9 +82,7 @@ if first.total == 0:
         ui.empty_state("No runs yet — launch one.")
     st.stop()
 number = page_number(first.total or 0)
-with ui.api_guard():
-    any_active = api_client.active_run_count() > 0
-if auto_refresh and any_active:
+if auto_refresh and (first.active or 0) > 0:
     st.fragment(run_every=REFRESH_S)(runs_table)(number)
 else:
     runs_table(number)

@@ -286,3 +286,16 @@ def test_paired_differences_draw_1_96_se_and_grey_within_noise():
     assert list(trace.y) == ["#2 − #1", "#3 − #1"]
     assert list(trace.error_x.array) == pytest.approx([7.84, 7.84])
     assert list(trace.marker.color) == [theme.NEUTRAL, theme.ACCENT]
+
+
+def test_sweep_heatmap_cells_read_rate_plus_minus_se():
+    frame = pd.DataFrame(
+        [
+            {"alpha": 0.05, "lambda_": 0.2, "lc_win_rate": 10.0, "lc_win_rate_se": 3.0},
+            {"alpha": 0.03, "lambda_": 0.2, "lc_win_rate": 8.0, "lc_win_rate_se": math.nan},
+            {"alpha": 0.05, "lambda_": 0.5, "lc_win_rate": 12.0, "lc_win_rate_se": 3.0},
+            {"alpha": 0.05, "lambda_": 0.5, "lc_win_rate": 14.0, "lc_win_rate_se": 4.0},  # √(9+16)/2
+        ]
+    )
+    (heat,) = charts.sweep_heatmap(frame, x="alpha", y="lambda_", se="lc_win_rate_se").data
+    assert [list(row) for row in heat.text] == [["8.0", "10.0 ± 3.0"], ["", "13.0 ± 2.5"]]

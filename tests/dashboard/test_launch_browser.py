@@ -15,7 +15,7 @@ import pytest
 
 from aipo_cli.services import Stack, running_stack
 from dashboard.run_form import DEFAULT_CONFIG
-from tests.dashboard.stand_in_api import free_port
+from tests.backend.live_server import free_port
 from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_api
 
 SUMMARY = ".st-key-launch_summary_form"

@@ -1,12 +1,13 @@
-"""The Launch page with the stand-in API (whose previews are the real backend's): the cost summary
-is drawn before any button is pressed, refused settings disable the button, and every submission
-carries one Idempotency-Key per form state."""
+"""The Launch page against the real seeded API: the cost summary is drawn before any button is
+pressed, refused settings disable the button, and every submission carries one Idempotency-Key
+per form state (a repeat returns the run the first one created)."""
 
 from __future__ import annotations
 
+import httpx
 from streamlit.testing.v1 import AppTest
 
-from dashboard import launch_summary, ui
+from dashboard import api_client, launch_summary, ui
 from tests.dashboard.test_pages import assert_clean, button, open_page
 
 
@@ -15,7 +16,12 @@ def metrics(at: AppTest, tab: int = 0) -> dict[str, str]:
     return {m.label: m.value for m in at.tabs[tab].metric}
 
 
-def test_the_summary_is_shown_before_launching(stand_in):
+def keys_sent(sent: list[httpx.Request], path: str) -> list[str | None]:
+    """The Idempotency-Key header of every POST to `path`."""
+    return [r.headers.get("Idempotency-Key") for r in sent if (r.method, r.url.path) == ("POST", path)]
+
+
+def test_the_summary_is_shown_before_launching(backend):
     at = open_page(ui.LAUNCH_PAGE)
     assert_clean(at)
     shown = metrics(at)
@@ -29,25 +35,25 @@ def test_the_summary_is_shown_before_launching(stand_in):
     assert metrics(at, tab=2)["Runs"] == "6"  # the sweep tab's default grid
     captions = [c.value for c in at.caption]
     assert any("2 × 32 × 4 = 256 candidates" in c and "on queue gpu" in c for c in captions), captions
-    assert stand_in.data.created == [] and not button(at, "Launch run").disabled
+    assert api_client.list_runs().total == 6 and not button(at, "Launch run").disabled
 
 
-def test_the_summary_follows_the_fields(stand_in):
+def test_the_summary_follows_the_fields(backend):
     at = open_page(ui.LAUNCH_PAGE)
     next(n for n in at.number_input if n.label == "Candidates / prompt").set_value(8).run()
     assert metrics(at)["Candidates"] == "512"
-    assert stand_in.data.created == []
+    assert api_client.list_runs().total == 6  # nothing created
 
 
-def test_refused_settings_disable_the_button_before_any_click(stand_in):
+def test_refused_settings_disable_the_button_before_any_click(backend):
     at = open_page(ui.LAUNCH_PAGE)
     next(n for n in at.number_input if n.label == "Epochs").set_value(0.0).run()
     assert button(at, "Launch run").disabled
     assert any("`training.epochs`" in e.value for e in at.error)
-    assert stand_in.data.created == []
+    assert api_client.list_runs().total == 6  # nothing created
 
 
-def test_one_key_per_form_state(stand_in):
+def test_one_key_per_form_state(backend, sent_requests):
     at = open_page(ui.LAUNCH_PAGE)
     at.text_input[0].input("first").run()
     button(at, "Launch run").click().run()
@@ -55,19 +61,20 @@ def test_one_key_per_form_state(stand_in):
     at.text_input[0].input("second").run()
     button(at, "Launch run").click().run()
     assert_clean(at)
-    first, again, second = stand_in.data.idempotency_keys
+    first, again, second = keys_sent(sent_requests, "/api/v1/runs")
     assert first == again and second != first and first is not None
+    assert [r["name"] for r in api_client.list_runs(limit=2).items] == ["second", "first"]  # one run each
     other_session = open_page(ui.LAUNCH_PAGE)
     other_session.text_input[0].input("first").run()
     button(other_session, "Launch run").click().run()
-    assert stand_in.data.idempotency_keys[-1] not in (first, second)
+    assert keys_sent(sent_requests, "/api/v1/runs")[-1] not in (first, second)
 
 
-def test_sweep_launch_sends_a_key(stand_in):
+def test_sweep_launch_sends_a_key(backend, sent_requests):
     at = open_page(ui.LAUNCH_PAGE)
     button(at, "Launch sweep").click().run()
     assert_clean(at)
-    assert stand_in.data.idempotency_keys[-1] is not None
+    assert keys_sent(sent_requests, "/api/v1/sweeps")[-1] is not None
 
 
 def test_figures_are_formatted_for_people():

@@ -91,8 +91,10 @@ def _seed(database_url: str, home: Path) -> Seeded:
 
 
 @pytest.fixture
-def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Seeded]:
-    """The real API on a seeded SQLite database, and the dashboard's env pointing at it."""
+def lineage_backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Seeded]:
+    """The real API on a SQLite database seeded for these views (a length-exploiting DPO run, a
+    prompt's candidates with scores), and the dashboard's env pointing at it. Its own data, not
+    conftest's `backend`: the shared seed has no θ_0 → θ_2 length growth nor candidate files."""
     database_url = f"sqlite:///{tmp_path / 'aipo.db'}"
     upgrade(database_url)
     seeded = _seed(database_url, tmp_path)
@@ -107,11 +109,11 @@ def backend(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Seeded]
     dispose_engines()
 
 
-def test_run_detail_shows_rates_with_se_judge_protocol_and_length_view(backend: Seeded) -> None:
-    at = open_page(ui.RUN_DETAIL_PAGE, run=str(backend.aipo))
+def test_run_detail_shows_rates_with_se_judge_protocol_and_length_view(lineage_backend: Seeded) -> None:
+    at = open_page(ui.RUN_DETAIL_PAGE, run=str(lineage_backend.aipo))
     assert_clean(at)
     iterations = at.dataframe[1].value
-    assert all(" ± " in text for text in iterations["win_rate"])
+    assert iterations["win_rate_se"].notna().all() and iterations["lc_win_rate_se"].notna().all()
     assert "Win rates of θ_{k+1}, ± SE · judge: base model θ_0 (tiny-random-llama), fixed" in texts(at)
     assert {"wr_len", "len_exploit"} <= plotly_keys(at)
     assert (
@@ -126,16 +128,18 @@ def test_run_detail_shows_rates_with_se_judge_protocol_and_length_view(backend: 
     assert "**θ_2** ·" in texts(at) and "baseline 0" in texts(at)
 
 
-def test_run_detail_flags_length_growth_without_lc_gain(backend: Seeded) -> None:
-    at = open_page(ui.RUN_DETAIL_PAGE, run=str(backend.dpo))
+def test_run_detail_flags_length_growth_without_lc_gain(lineage_backend: Seeded) -> None:
+    at = open_page(ui.RUN_DETAIL_PAGE, run=str(lineage_backend.dpo))
     assert_clean(at)
     warnings = [w.value for w in at.warning]
     assert any("dpo-run θ_2: answers +60% longer than θ_0" in w for w in warnings), warnings
     assert not any("aipo-run" in w for w in warnings)
 
 
-def test_compare_marks_noise_and_shows_a_prompt_across_runs(backend: Seeded) -> None:
-    at = open_page(ui.COMPARE_PAGE, runs=f"{backend.aipo},{backend.dpo},{backend.queued}")
+def test_compare_marks_noise_and_shows_a_prompt_across_runs(lineage_backend: Seeded) -> None:
+    at = open_page(
+        ui.COMPARE_PAGE, runs=f"{lineage_backend.aipo},{lineage_backend.dpo},{lineage_backend.queued}"
+    )
     assert_clean(at)
     assert {"cmp_wr", "cmp_paired", "cmp_len_exploit"} <= plotly_keys(at)
     table = next(d.value for d in at.dataframe if "Model" in d.value.columns)
@@ -145,16 +149,16 @@ def test_compare_marks_noise_and_shows_a_prompt_across_runs(backend: Seeded) -> 
     assert list(differences["Shared prompts"]) == [PROMPTS, 0, 0]
     assert (
         differences["Difference (points)"].iloc[1]
-        == f"n/a (run {backend.queued} has no evaluation on this benchmark)"
+        == f"n/a (run {lineage_backend.queued} has no evaluation on this benchmark)"
     )
     assert differences["Verdict"].iloc[0] in ("within noise", "beyond noise")
     assert " ± " in differences["Difference (points)"].iloc[0]
-    assert f"#{backend.aipo} aipo-run" in texts(at) and f"#{backend.dpo} dpo-run" in texts(at)
+    assert f"#{lineage_backend.aipo} aipo-run" in texts(at) and f"#{lineage_backend.dpo} dpo-run" in texts(at)
     assert "answer 0 of 640 chars" in texts(at)  # DPO's θ_2 next to AIPO's answers
 
 
-def test_pairs_page_opens_every_candidate_of_a_pair(backend: Seeded) -> None:
-    at = open_page(ui.PAIRS_PAGE, run=str(backend.aipo))
+def test_pairs_page_opens_every_candidate_of_a_pair(lineage_backend: Seeded) -> None:
+    at = open_page(ui.PAIRS_PAGE, run=str(lineage_backend.aipo))
     assert_clean(at)
     assert "Candidate 0" not in texts(at)  # fetched only when opened
     at.toggle(key="candidates_0_p-0").set_value(True).run()
@@ -165,13 +169,13 @@ def test_pairs_page_opens_every_candidate_of_a_pair(backend: Seeded) -> None:
     assert "log πref -12.0" in shown and "Outcome: **pair**" in shown
 
 
-def test_an_unknown_prompt_is_not_found_with_its_id(backend: Seeded) -> None:
+def test_an_unknown_prompt_is_not_found_with_its_id(lineage_backend: Seeded) -> None:
     with pytest.raises(api_client.ApiNotFound, match="'nope' in the candidates of iteration 0"):
-        api_client.prompt_candidates(backend.aipo, 0, "nope")
+        api_client.prompt_candidates(lineage_backend.aipo, 0, "nope")
 
 
-def test_run_detail_of_a_run_not_yet_evaluated_renders(backend: Seeded) -> None:
-    at = open_page(ui.RUN_DETAIL_PAGE, run=str(backend.queued))
+def test_run_detail_of_a_run_not_yet_evaluated_renders(lineage_backend: Seeded) -> None:
+    at = open_page(ui.RUN_DETAIL_PAGE, run=str(lineage_backend.queued))
     assert_clean(at)
-    assert set(at.dataframe[1].value["lc_win_rate"]) == {"–"}
+    assert at.dataframe[1].value["lc_win_rate"].isna().all()
     assert "len_exploit" not in plotly_keys(at)

@@ -24,8 +24,7 @@ from backend.migrate import upgrade
 from backend.settings import Settings
 from backend.store.tokens import create_token, revoke_token
 from dashboard import api_client, ui
-from tests.backend.conftest import RecordingLauncher, run_config
-from tests.dashboard.stand_in_api import serve
+from tests.backend.conftest import RecordingLauncher, run_config, serve
 from tests.dashboard.test_pages import APP, button, texts
 
 SERVER_TOKEN = "the-servers-own-token"

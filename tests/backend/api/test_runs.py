@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from backend.db import get_sessionmaker
-from backend.store import stages
+import numpy as np
+from sqlalchemy import event, func, select
+
+from backend.db import get_engine, get_sessionmaker
+from backend.store import eval_samples, stages
 from backend.store.models import Run
+from tests.backend.api.test_progress import _judged
 from tests.backend.conftest import Api, run_config
 
 
@@ -119,3 +124,85 @@ def test_clone_with_overrides(api: Api) -> None:
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:3] == ["body", "overrides", "objective"]
     not_section = api.client.post(f"/api/v1/runs/{parent['id']}/clone", json={"overrides": {"name.x": 1}})
     assert not_section.status_code == 422
+
+
+def _store_judgements(api: Api, run_ids: list[int], iterations: int) -> None:
+    """θ_0 and θ_1 … θ_iterations of each run judged on 40 alpaca_eval prompts."""
+    rng = np.random.default_rng(0)
+    with get_sessionmaker(api.settings.resolved_database_url)() as session:
+        for run_id in run_ids:
+            eval_samples.replace_eval_samples(
+                session, run_id, 0, "alpaca_eval", _judged(rng, 0.0), evaluated="base"
+            )
+            for iteration in range(iterations):
+                records = _judged(rng, 0.3 * (iteration + 1))
+                eval_samples.replace_eval_samples(session, run_id, iteration, "alpaca_eval", records)
+        session.commit()
+
+
+def test_runs_carry_their_latest_evaluation(api: Api) -> None:
+    """The run list serves what the runs table shows: the latest θ_j with its judge, sample and SEs,
+    equal to the same evaluation on /iterations (one LC fit over the run)."""
+    run = api.create_run(iterations=2, evaluation={"limit": 40, "seed": 7})
+    fresh = api.create_run(iterations=1)
+    _store_judgements(api, [run["id"]], iterations=2)
+
+    listed = {r["id"]: r for r in api.client.get("/api/v1/runs").json()["items"]}
+    latest = listed[run["id"]]["latest_evaluation"]
+    assert listed[fresh["id"]]["latest_evaluation"] is None
+    served = api.client.get(f"/api/v1/runs/{run['id']}/iterations").json()["items"][1]["evaluations"]
+    expected = served["alpaca_eval"]
+    assert (latest["benchmark"], latest["evaluated"], latest["iteration"], latest["policy_index"]) == (
+        "alpaca_eval", "policy", 1, 2,
+    )  # fmt: skip
+    assert latest["seed"] == 7 and latest["n"] == 40 and latest["self_judged"] is False
+    assert latest["judge_label"] == "base model θ_0 (tiny-random-llama), fixed"
+    for key in ("win_rate", "win_rate_se", "lc_win_rate", "lc_win_rate_se", "avg_length", "judge"):
+        assert latest[key] == expected[key], key
+    assert api.client.get(f"/api/v1/runs/{run['id']}").json()["latest_evaluation"] == latest
+
+    # A re-stored evaluation (a retried stage) shows at once in the list, never a stale summary.
+    redone = [
+        {**r, "preference": 2.0 if i % 2 else 1.0} for i, r in enumerate(_judged(np.random.default_rng(3), 0))
+    ]
+    with get_sessionmaker(api.settings.resolved_database_url)() as session:
+        eval_samples.replace_eval_samples(session, run["id"], 1, "alpaca_eval", redone)
+        session.commit()
+    again = api.client.get("/api/v1/runs").json()["items"]
+    assert next(r for r in again if r["id"] == run["id"])["latest_evaluation"]["win_rate"] == 50.0
+
+
+@contextmanager
+def counted_queries(url: str) -> Iterator[list[str]]:
+    """The SQL statements sent on the API's engine while the block runs."""
+    statements: list[str] = []
+    engine = get_engine(url)
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_listing_50_evaluated_runs_costs_a_bounded_number_of_queries(api: Api) -> None:
+    """No query per run: the page's progress and latest evaluations are read for all runs at once."""
+    runs = [api.create_run(iterations=1, name=f"bounded-{i}") for i in range(50)]
+    _store_judgements(api, [r["id"] for r in runs], iterations=1)
+    url = api.settings.resolved_database_url
+
+    with counted_queries(url) as cold:
+        body = api.client.get("/api/v1/runs", params={"name": "bounded-", "limit": 50}).json()
+    with counted_queries(url) as warm:
+        again = api.client.get("/api/v1/runs", params={"name": "bounded-", "limit": 50}).json()["items"]
+
+    items = body["items"]
+    assert body["active"] >= 50  # the new runs are queued (the count ignores the filters)
+    assert len(items) == 50 and all(r["latest_evaluation"]["policy_index"] == 1 for r in items)
+    assert again == items
+    # token, count, page, active count, progress (2), evaluation fingerprints, judgements of uncached runs
+    assert len(cold) <= 10, cold
+    assert len(warm) <= len(cold) - 1, warm  # cached summaries: the judgements are not read again

@@ -69,3 +69,36 @@ def test_model_output_with_nul_characters_is_stored(session) -> None:
     session.commit()
     (row,), _, _ = eval_samples.query_eval_samples(session, run.id)
     assert row.output == "an\ufffdswer"
+
+
+def test_evaluations_of_many_runs_are_read_together(session) -> None:
+    first, second, unevaluated = (runs.create_run(session, small_config()) for _ in range(3))
+    eval_samples.replace_eval_samples(session, first.id, 0, "alpaca_eval", [sample(i) for i in range(4)])
+    eval_samples.replace_eval_samples(
+        session, first.id, 0, "alpaca_eval", [sample(i) for i in range(4)], evaluated="base"
+    )
+    eval_samples.replace_eval_samples(session, second.id, 1, "alpaca_eval", [sample(i) for i in range(2)])
+    session.flush()
+    read = eval_samples.runs_evaluations(session, [first.id, second.id, unevaluated.id])
+    assert set(read) == {first.id, second.id}
+    assert sorted((e.evaluated, e.iteration) for e in read[first.id]) == [("base", 0), ("policy", 0)]
+    assert read[second.id][0].prompt_ids == ["0", "1"]
+    assert read[first.id] == eval_samples.run_evaluations(session, first.id)
+
+
+def test_fingerprint_changes_when_judgements_are_replaced(session) -> None:
+    """Even when the replacement reuses the ids and keeps every column's sum: swapping which
+    answer won changes the length-controlled rate, so it must change the fingerprint."""
+    run = runs.create_run(session, small_config())
+    records = [{**sample(i), "preference": 2.0 if i == 0 else 1.0, "output_chars": 10 + i} for i in range(2)]
+    eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", records)
+    session.flush()
+    before = eval_samples.evaluation_fingerprints(session, [run.id])
+    swapped = [{**r, "preference": 3.0 - r["preference"]} for r in records]
+    eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", swapped)
+    session.flush()
+    after = eval_samples.evaluation_fingerprints(session, [run.id])
+    assert set(before) == {run.id} and before != after
+    eval_samples.replace_eval_samples(session, run.id, 0, "alpaca_eval", swapped)
+    session.flush()
+    assert eval_samples.evaluation_fingerprints(session, [run.id])[run.id][4:] == after[run.id][4:]
