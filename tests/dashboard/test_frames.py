@@ -84,3 +84,12 @@ def test_pairs_frame_columns_for_charts(backend: SeededApi) -> None:
 def test_sweep_point_value(backend: SeededApi) -> None:
     child = next(r for r in api_client.get_sweep(1)["runs"] if r["id"] == 6)
     assert frames.sweep_point_value(child, "objective.alpha") == 0.05
+
+
+def test_run_evaluations_lists_theta_0_then_each_policy(backend: SeededApi) -> None:
+    """Run 1: θ_0..θ_2 judged (the seed), in policy order, each as the API served it."""
+    body = api_client.run_iterations(1)
+    evaluations = frames.run_evaluations(body)
+    assert [e["policy_index"] for e in evaluations] == [0, 1, 2]
+    assert evaluations[0] == body["base_evaluations"]["alpaca_eval"]
+    assert evaluations[2] == body["items"][1]["evaluations"]["alpaca_eval"]
