@@ -129,6 +129,19 @@ def _batch_logits(
     return out.logits[:, -1, :]
 
 
+def forward_tokens(
+    sequences: Sequence[Sequence[int]], groups: Sequence[Sequence[int]], *, max_rows: int, share: bool = True
+) -> int:
+    """Token positions `last_token_logits` runs through the model, padding included: its work,
+    in a unit that does not depend on the machine or its load (bench/judge.py)."""
+    total = 0
+    for batch in _batches(_groups(sequences, groups, share), sequences, max(1, max_rows)):
+        rows = sum(len(group.rows) for group in batch)
+        total += len(batch) * max(group.shared for group in batch)
+        total += rows * max(len(sequences[r]) - group.shared for group in batch for r in group.rows)
+    return total
+
+
 def last_token_logits(
     model: PreTrainedModel,
     sequences: Sequence[Sequence[int]],

@@ -11,7 +11,8 @@ The demo's two judging workloads, on real text from the bundled AlpacaEval set:
 Peer ("separate"): the judge before shared prefixes, i.e. texts in their given order, `batch_size`
 per left-padded forward. Ours: `LLMJudgeRanker.prob_first_better` (aipo_core.shared_prefix). Both
 run in this process on the same model; the table gives wall-clock and process CPU seconds (all
-threads) and the largest difference between the two probabilities.
+threads), the token positions each runs through the model (padding included: the work, whatever
+the machine's load) and the largest difference between the two probabilities.
 
     .venv/bin/python bench/judge.py
 """
@@ -28,7 +29,8 @@ import torch  # noqa: E402
 
 from aipo_core.data.benchmarks import load_benchmark  # noqa: E402
 from aipo_core.models import inference, load_model_and_tokenizer  # noqa: E402
-from aipo_core.ranking import LLMJudgeRanker  # noqa: E402
+from aipo_core.ranking import LLMJudgeRanker, _shared_start_groups  # noqa: E402
+from aipo_core.shared_prefix import forward_tokens  # noqa: E402
 
 
 def cut(text: str, words: int) -> str:
@@ -91,6 +93,26 @@ def workloads(candidate_words: int, answer_words: int) -> dict[str, tuple[list[s
     }
 
 
+def tokens_run(judge: LLMJudgeRanker, prompts, firsts, seconds) -> tuple[int, int]:
+    """Token positions (padding included) each way runs through the model: separate, shared."""
+    texts = [
+        judge.tokenizer.apply_chat_template(
+            [{"role": "user", "content": judge.template.format(instruction=p, response_a=a, response_b=b)}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for p, a, b in zip(prompts, firsts, seconds, strict=True)
+    ]
+    sequences = judge.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    size = judge.batch_size
+    separate = sum(
+        len(sequences[i : i + size]) * max(len(s) for s in sequences[i : i + size])
+        for i in range(0, len(sequences), size)
+    )
+    shared = forward_tokens(sequences, _shared_start_groups(prompts, firsts), max_rows=size)
+    return separate, shared
+
+
 def timed(fn) -> tuple[list[float], float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
@@ -106,16 +128,17 @@ def main() -> None:
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
     judge = LLMJudgeRanker(model, tokenizer, batch_size=args.batch_size)
     print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
-    header = "| workload | separate wall s | separate CPU s | shared wall s | shared CPU s | CPU ratio |"
-    print(header + " max diff |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    header = "| workload | tokens run separate / shared | separate wall s | separate CPU s | shared wall s |"
+    print(header + " shared CPU s | CPU ratio | max diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, rows in workloads(args.candidate_words, args.answer_words).items():
         base, base_wall, base_cpu = timed(lambda rows=rows: separate_forwards(judge, *rows))
         ours, wall, cpu = timed(lambda rows=rows: judge.prob_first_better(*rows))
         diff = max(abs(a - b) for a, b in zip(base, ours, strict=True))
+        separate, shared = tokens_run(judge, *rows)
         print(
-            f"| {name} | {base_wall:.1f} | {base_cpu:.1f} | {wall:.1f} | {cpu:.1f} | "
-            f"{base_cpu / cpu:.2f}x | {diff:.1e} |",
+            f"| {name} | {separate:,} / {shared:,} | {base_wall:.1f} | {base_cpu:.1f} | {wall:.1f} | "
+            f"{cpu:.1f} | {base_cpu / cpu:.2f}x | {diff:.1e} |",
             flush=True,
         )
 

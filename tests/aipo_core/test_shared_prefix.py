@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from aipo_core.models import inference, load_model_and_tokenizer
-from aipo_core.shared_prefix import common_prefix_length, last_token_logits
+from aipo_core.shared_prefix import common_prefix_length, forward_tokens, last_token_logits
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,11 @@ def test_groups_must_cover_every_row_once(tiny):
         list(last_token_logits(model, sequences, [[0]], pad_id=0, max_rows=2))
     with pytest.raises(ValueError, match="partition"):
         list(last_token_logits(model, sequences, [[0, 1], [1]], pad_id=0, max_rows=2))
+
+
+def test_forward_tokens_counts_each_shared_prefix_once_and_the_padding():
+    sequences = [[1, 2, 3, 4], [1, 2, 3, 5, 6], [7, 8]]
+    # One batch: prefixes [1, 2, 3] and [7] padded to 3 (2 rows), remainders padded to 2 (3 rows).
+    assert forward_tokens(sequences, [[0, 1], [2]], max_rows=4) == 2 * 3 + 3 * 2
+    # Without sharing: one forward of the whole rows, padded to the longest (5).
+    assert forward_tokens(sequences, [[0, 1], [2]], max_rows=4, share=False) == 3 * 5
