@@ -123,6 +123,27 @@ def _check_sampling_args(num_candidates: int, temperature: float, top_p: float, 
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
 
 
+def padding_buckets(lengths: Sequence[int], max_padding: float = 0.25) -> list[list[int]]:
+    """Indices of `lengths` sorted shortest first and cut into batches whose left padding stays
+    under `max_padding` of their real tokens.
+
+    A batch pads every row to its longest one, and each padding token costs a whole token of
+    prefill and KV cache on every decoding step: one 2,000-token self-instruct prompt among
+    ~400-token ones (a long pool example) made a batch of 8 ~3x the work of its real tokens.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        bucket = buckets[-1] if buckets else None
+        if bucket is not None:
+            real = sum(lengths[j] for j in bucket) + lengths[i]
+            if lengths[i] * (len(bucket) + 1) <= (1 + max_padding) * real:
+                bucket.append(i)
+                continue
+        buckets.append([i])
+    return buckets
+
+
 def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Messages]) -> list[str]:
     """Chat-template each prompt and open the assistant turn (the text the policy continues)."""
     return [

@@ -14,7 +14,6 @@ Backends:
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import sys
@@ -30,6 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from aipo_core.access import PAIRRM_HUB_ID, POLICY_ALIAS, ModelAccess
 from aipo_core.devices import Placement
 from aipo_core.models import DEFAULT_ACCESS, inference
+from aipo_core.shared_prefix import last_token_logits
 
 Sink = Callable[[dict], None]
 RANKER_KINDS = ("pairrm", "reward_model", "llm_judge")
@@ -276,14 +276,16 @@ class LLMJudgeRanker(Ranker):
         self._label_ids = (_label_token_ids(tokenizer, "A"), _label_token_ids(tokenizer, "B"))
         if set(self._label_ids[0]) & set(self._label_ids[1]):
             raise ValueError("the judge tokenizer maps 'A' and 'B' to a shared token")
-        # Only the last position's logits are needed; skipping the rest saves a [b, L, V] tensor.
-        accepts = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self._last_logit_only = {"logits_to_keep": 1} if accepts else {}
 
     def prob_first_better(
         self, prompts: Sequence[str], firsts: Sequence[str], seconds: Sequence[str]
     ) -> list[float]:
-        """P(label A) when `firsts` is shown as Response A and `seconds` as Response B (one order)."""
+        """P(label A) when `firsts` is shown as Response A and `seconds` as Response B (one order).
+
+        Each text is tokenized once, and rows that start alike share one forward of their common
+        prefix (aipo_core.shared_prefix): the rows with the same prompt and Response A (a round
+        robin shows each candidate first against every other), else the rows with the same prompt
+        (a pair judged in both orders)."""
         texts = [
             self.tokenizer.apply_chat_template(
                 [
@@ -297,32 +299,26 @@ class LLMJudgeRanker(Ranker):
             )
             for p, a, b in zip(prompts, firsts, seconds, strict=True)
         ]
-        out: list[float] = []
+        sequences = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        out = [0.0] * len(texts)
         with inference(self.model):
-            for start in range(0, len(texts), self.batch_size):
-                out.extend(self._prob_a(texts[start : start + self.batch_size]))
+            for rows, logits in last_token_logits(
+                self.model,
+                sequences,
+                _shared_start_groups(prompts, firsts),
+                pad_id=self.tokenizer.pad_token_id,
+                max_rows=self.batch_size,
+            ):
+                for row, prob in zip(rows, self._prob_a(logits), strict=True):
+                    out[row] = prob
         return out
 
-    def _prob_a(self, texts: list[str]) -> list[float]:
-        encoded = self.tokenizer(
-            texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt"
-        ).to(self.model.device)
-        mask = encoded["attention_mask"]  # [b, L]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [b, L]: real-token positions under left padding
-        logits = (
-            self.model(
-                input_ids=encoded["input_ids"],
-                attention_mask=mask,
-                position_ids=positions,
-                **self._last_logit_only,
-            )
-            .logits[:, -1, :]
-            .float()
-        )  # [b, V]: the first token of the judge's answer
-        logprobs = torch.log_softmax(logits, dim=-1)  # [b, V]
+    def _prob_a(self, logits: torch.Tensor) -> list[float]:
+        """logits: [b, V] of the first token of the judge's answer -> P(A | answer is A or B)."""
+        logprobs = torch.log_softmax(logits.float(), dim=-1)  # [b, V]
         label_a = torch.logsumexp(logprobs[:, self._label_ids[0]], dim=-1)  # [b]
         label_b = torch.logsumexp(logprobs[:, self._label_ids[1]], dim=-1)  # [b]
-        return torch.sigmoid(label_a - label_b).tolist()  # P(A | answer is A or B)
+        return torch.sigmoid(label_a - label_b).tolist()
 
     def pairwise_preferences(
         self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
@@ -357,6 +353,18 @@ def _label_token_ids(tokenizer: PreTrainedTokenizerBase, label: str) -> list[int
     encodings = [tokenizer.encode(form, add_special_tokens=False) for form in (label, f" {label}")]
     single = {ids[0] for ids in encodings if len(ids) == 1}
     return sorted(single) or [encodings[0][0]]
+
+
+def _shared_start_groups(prompts: Sequence[str], firsts: Sequence[str]) -> list[list[int]]:
+    """Row groups whose judge texts start alike: same prompt and Response A where such rows
+    repeat (a round robin), else same prompt (see `LLMJudgeRanker.prob_first_better`)."""
+    by_first: dict[tuple[str, str], list[int]] = {}
+    for row, key in enumerate(zip(prompts, firsts, strict=True)):
+        by_first.setdefault(key, []).append(row)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for (prompt, first), rows in by_first.items():
+        groups.setdefault((prompt, first) if len(rows) > 1 else (prompt,), []).extend(rows)
+    return list(groups.values())
 
 
 # --------------------------------------------------------------------------- factory

@@ -35,11 +35,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from aipo_core.config import SelfInstructConfig
 from aipo_core.decontamination import Decontaminator
+from aipo_core.generation import padding_buckets
+from aipo_core.models import inference
 from aipo_core.rouge import RougeDeduplicator
 
 Sink = Callable[[dict[str, Any]], None]
@@ -330,7 +331,6 @@ def _similarity_violation(instruction: str, pool: RougeDeduplicator, run: RougeD
     return None
 
 
-@torch.inference_mode()
 def generate_completions(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -338,30 +338,39 @@ def generate_completions(
     config: SelfInstructConfig,
     stops: list[str],
 ) -> tuple[list[str], int]:
-    """Continue each plain-text prompt (left-padded batch); return the decoded continuations and
-    the number of generated tokens (padding after a sequence finished excluded)."""
-    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+    """Continue each plain-text prompt; return the decoded continuations (in prompt order) and
+    the number of generated tokens (padding after a sequence finished excluded).
+
+    Prompts are tokenized once and generated in left-padded batches of similar length
+    (`aipo_core.generation.padding_buckets`): the pool examples they show vary from a line to a
+    page, and one long prompt would otherwise pad every other row of the batch to its length."""
+    encoded = tokenizer(prompts)["input_ids"]
     sampling = (
         {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p}
         if config.temperature > 0
         else {"do_sample": False}
     )
-    was_training = model.training
-    model.eval()
-    try:
-        sequences = model.generate(
-            **batch,
-            **sampling,
-            max_new_tokens=config.max_new_tokens,
-            stop_strings=stops,
-            tokenizer=tokenizer,
-            pad_token_id=tokenizer.pad_token_id,
-        )  # [B, prompt_len + new_len]
-    finally:
-        model.train(was_training)
-    continuation = sequences[:, batch["input_ids"].shape[1] :]  # [B, new_len]
-    n_tokens = int((continuation != tokenizer.pad_token_id).sum())
-    return tokenizer.batch_decode(continuation, skip_special_tokens=True), n_tokens
+    texts: list[str] = [""] * len(prompts)
+    n_tokens = 0
+    with inference(model):
+        for bucket in padding_buckets([len(ids) for ids in encoded]):
+            batch = tokenizer.pad(
+                {"input_ids": [encoded[i] for i in bucket]}, padding_side="left", return_tensors="pt"
+            ).to(model.device)
+            sequences = model.generate(
+                **batch,
+                **sampling,
+                max_new_tokens=config.max_new_tokens,
+                stop_strings=stops,
+                tokenizer=tokenizer,
+                pad_token_id=tokenizer.pad_token_id,
+            )  # [b, prompt_len + new_len]
+            continuation = sequences[:, batch["input_ids"].shape[1] :]  # [b, new_len]
+            n_tokens += int((continuation != tokenizer.pad_token_id).sum())
+            decoded = tokenizer.batch_decode(continuation, skip_special_tokens=True)
+            for i, text in zip(bucket, decoded, strict=True):
+                texts[i] = text
+    return texts, n_tokens
 
 
 def top_up_from_pool(

@@ -74,3 +74,19 @@ def test_validate_rejects_unknown_keys(tmp_path):
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code == 2
     assert "generation.num_candidate" in result.output
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_cli_asks_openmp_for_passive_waiting_before_torch_loads(preset, expected):
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads: the CLI module must set it without
+    importing torch, and keep a value the user chose."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    probe = "import os, sys, aipo_cli.main; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", expected]

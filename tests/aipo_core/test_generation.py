@@ -12,6 +12,7 @@ from aipo_core.generation import (
     clean_response,
     generate_candidates,
     make_generator,
+    padding_buckets,
 )
 from aipo_core.models import load_model_and_tokenizer
 
@@ -240,3 +241,16 @@ def test_vllm_backend_on_a_cpu_worker_is_refused_with_the_fix(tmp_path):
     )
     with pytest.raises(RuntimeError, match="backend 'vllm' needs a CUDA GPU; use backend: hf"):
         run_stage("generate", config, artifact_root=tmp_path, run_id="r", iteration=0)
+
+
+def test_padding_buckets_keep_padding_bounded_and_cover_every_prompt():
+    lengths = [410, 296, 642, 387, 333, 492, 1996, 342]  # the demo's self-instruct prompts, in tokens
+    buckets = padding_buckets(lengths, max_padding=0.25)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    for bucket in buckets:
+        real = sum(lengths[i] for i in bucket)
+        assert max(lengths[i] for i in bucket) * len(bucket) <= 1.25 * real
+    assert [6] in buckets  # the long prompt runs alone
+    assert len(buckets) < len(lengths)  # similar prompts still share a batch
+    assert padding_buckets([5, 5, 5]) == [[0, 1, 2]]
+    assert padding_buckets([]) == []

@@ -15,6 +15,7 @@ from aipo_core.self_instruct import (
     collapse_whitespace,
     cut_at_answer_marker,
     encode_prompt,
+    generate_completions,
     generate_instructions,
     is_empty,
     is_too_long,
@@ -447,3 +448,20 @@ def test_smollm2_writes_new_instructions():
     assert result.calls == 4
     assert len(result.instructions) == 2
     assert not {record["instruction"] for record in result.instructions} & set(SMALL_POOL)
+
+
+def test_completions_come_back_in_prompt_order_whatever_the_batching(tiny):
+    """Greedy continuations of prompts of very different lengths, batched by length, equal each
+    prompt's continuation on its own (the batches run in another order than the prompts)."""
+    model, tokenizer = tiny
+    config = si_config(temperature=0.0, max_new_tokens=8)
+    prompts = [
+        encode_prompt(SMALL_POOL[:3]),
+        "Come up with a series of tasks:\n1. " + "Write a long story about the sea and its ships. " * 30,
+        encode_prompt(SMALL_POOL[1:4]),
+    ]
+    stops = stop_strings(3)
+    batched, tokens = generate_completions(model, tokenizer, prompts, config, stops)
+    alone = [generate_completions(model, tokenizer, [p], config, stops)[0][0] for p in prompts]
+    assert batched == alone
+    assert tokens > 0
