@@ -245,6 +245,10 @@ def visit_every_page(
                 page.locator(".js-plotly-plot .heatmaplayer").first.wait_for(state="attached", timeout=60_000)
             _no_error_on(page, "compare")
             _screenshot(page, "compare")
+            if sweep and os.environ.get("AIPO_SCREENSHOTS") == "1" and (file := shots("compare")):
+                # The heatmap sits below the page's first 2000 px: shoot the chart itself too.
+                heatmap = page.locator('[data-testid="stPlotlyChart"]', has=page.locator(".heatmaplayer"))
+                heatmap.first.screenshot(path=str(SCREENSHOTS / f"{file}_heatmap.png"))
 
             page.goto(f"{dashboard_url}/preference-pairs?run={run_id}", wait_until="domcontentloaded")
             page.get_by_text("Pairs 1–").first.wait_for(timeout=60_000)
