@@ -373,6 +373,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             cache_dir=ctx.model_cache_dir,
             # A separate judge or reward model is an inference model: compute dtype, no autocast.
             placement=inference_placement(ctx.config, _hardware(ctx)),
+            length_bias=ctx.config.ranker.length_bias,
         )
         with placement.autocast():
             scores = rank_candidates(candidates, ranker, sink=ctx.sink)
