@@ -7,11 +7,11 @@ length and win rate (each with its SE) and the Fig. 6 Spearman correlation of s_
 length gap |y_w| − |y_l| of the pairs that trained it: table.md, table.json and length_study.svg.
 docs/length_study.md describes the design and its limits.
 
-Both runs use the project's run machinery (`aipo_core.pipeline.run`) with configs that differ only
-in the objective. Iteration 0's self_instruct, generate and rank stages do not depend on the
-objective, so the second run reuses the first run's outputs of those stages: both objectives
-train their first step on the very same pairs, and each still evaluates θ_0 itself (the two θ_0
-rows must agree).
+Both runs use the project's run machinery (`aipo_core.pipeline.run_stage`, the stages `aipo run
+--local` chains) with configs that differ only in the objective. Iteration 0's self_instruct,
+generate and rank stages and θ_0's evaluation do not depend on the objective, so the second run
+reuses the first run's: both objectives train their first step on the very same pairs from the
+very same θ_0, whose evaluation both tables share.
 """
 
 from __future__ import annotations
@@ -56,9 +56,18 @@ def objective_configs(base: RunConfig) -> dict[str, RunConfig]:
     }
 
 
-def share_first_iteration(root: Path, source_run: str, target_run: str) -> None:
-    """Copy iteration 0's self_instruct, generate and rank outputs (and their completion markers,
-    last) from `source_run` into `target_run`, which then resumes past those stages."""
+def share_first_iteration(root: Path, source_run: str, target_run: str, benchmarks: Sequence[str]) -> None:
+    """Give `target_run` the objective-independent work of `source_run`'s iteration 0.
+
+    Its self_instruct, generate and rank outputs are copied with their completion markers (last),
+    so the target resumes past those stages. θ_0's evaluation (θ_0's greedy answers judged by θ_0
+    on the same sample) is copied into the target's in-process evaluate attempt folder, where the
+    evaluate stage keeps the evaluations it finds finished (`aipo_core.pipeline.run_stage`), so
+    the target evaluates only its own θ_1.
+    """
+    from aipo_core.eval_summary import BASE_EVALUATION, evaluation_path
+    from aipo_core.pipeline import LOCAL_ATTEMPT
+
     source, target = (
         artifacts.iteration_dir(root, source_run, 0),
         artifacts.iteration_dir(root, target_run, 0),
@@ -71,6 +80,15 @@ def share_first_iteration(root: Path, source_run: str, target_run: str) -> None:
             raise FileNotFoundError(f"run {source_run}: iteration 0 has no completed {stage} stage to share")
         artifacts.write_jsonl_atomic(target / name, artifacts.read_jsonl(source / name))
         artifacts.write_json_atomic(target / marker, artifacts.read_json(source / marker))
+    if artifacts.is_complete(target / artifacts.stage_marker_name("evaluate")):
+        return
+    attempt = artifacts.scratch_dir(root, target_run, 0, "evaluate", LOCAL_ATTEMPT)
+    for benchmark in benchmarks:
+        base = evaluation_path(source, BASE_EVALUATION, benchmark)
+        if base.is_file():
+            artifacts.write_jsonl_atomic(
+                evaluation_path(attempt, BASE_EVALUATION, benchmark), artifacts.read_jsonl(base)
+            )
 
 
 @dataclass
@@ -112,7 +130,8 @@ def run_length_study(
     for k in range(base.iterations):
         for study_run in runs:
             if k == 0 and study_run is not runs[0]:
-                share_first_iteration(artifact_root, runs[0].run_id, study_run.run_id)
+                benchmarks = base.evaluation.benchmarks
+                share_first_iteration(artifact_root, runs[0].run_id, study_run.run_id, benchmarks)
             summaries: dict[str, dict[str, Any]] = {}
             for stage in STAGES:
                 started = time.monotonic()

@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when
 logger = logging.getLogger(__name__)
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
+#: The scratch attempt name of an in-process stage (`run_stage` without a scratch folder).
+LOCAL_ATTEMPT = "local"
 
 
 @dataclass(frozen=True)
@@ -708,7 +710,7 @@ def run_stage(
         if scratch_dir is None:
             # In-process runs have one attempt at a time: a crashed call's scratch folder is kept,
             # so a retried evaluate reuses the evaluations it had finished (files are atomic).
-            out = artifacts.scratch_dir(root, str(run_id), iteration, stage, "local")
+            out = artifacts.scratch_dir(root, str(run_id), iteration, stage, LOCAL_ATTEMPT)
         else:
             out = Path(scratch_dir)
         out.mkdir(parents=True, exist_ok=True)

@@ -87,7 +87,12 @@ def test_study_length_runs_both_objectives_from_the_same_base(tmp_path):
         for o in STUDY_OBJECTIVES
     }
     assert {o: c.objective.name for o, c in configs.items()} == {"dpo": "dpo", "aipo": "aipo"}
-    # The same base: θ_0 is the same model, evaluated the same way, in both runs.
+    # The same base: θ_0's evaluation is shared, not repeated, and both tables show it.
+    base_evals = [
+        artifacts.read_jsonl(home / "runs" / f"s-{o}" / "iter_0" / "eval" / "base" / "alpaca_eval.jsonl")
+        for o in STUDY_OBJECTIVES
+    ]
+    assert base_evals[0] and base_evals[0] == base_evals[1]
     base = {r["objective"]: r for r in rows if r["policy_index"] == 0}
     for key in ("avg_tokens", "avg_chars", "win_rate", "win_rate_se"):
         assert base["dpo"][key] == base["aipo"][key], key
