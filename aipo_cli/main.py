@@ -342,15 +342,18 @@ def study_length(
     ] = None,
     study_id: Annotated[
         str, typer.Option(help="Run ids are STUDY_ID-dpo and STUDY_ID-aipo; reuse to resume.")
-    ] = ("length-study"),
+    ] = "length-study",
     home: Annotated[Path | None, typer.Option(help="Data folder (default $AIPO_HOME or ~/.aipo).")] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only write the table and figure of what has run so far.")
+    ] = False,
 ) -> None:
     """The AIPO paper's length study: DPO and AIPO from the same base model, ranked by a judge with
     a known length bonus, evaluated by a fixed judge; average length, win rate and the s_ref-vs-
     length-gap correlation per iteration (docs/length_study.md). Runs in this process."""
     import time
 
-    from aipo_cli.study import FIGURE, bundled_config, run_length_study, write_outputs
+    from aipo_cli.study import FIGURE, bundled_config, run_length_study, study_runs, write_outputs
     from aipo_core.config import with_overrides
     from aipo_core.inputs import check_inputs
 
@@ -358,6 +361,11 @@ def study_length(
     if iterations is not None:
         base = with_overrides(base, {"iterations": iterations})
     root = (home or aipo_home()).expanduser()
+    study_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", study_id)
+    if report_only:
+        write_outputs(study_runs(base, study_id), root, out)
+        typer.echo((out / "table.md").read_text(encoding="utf-8"))
+        return
     access = _local_access(root)
     report = check_inputs(base, access)
     if not report.ok:
@@ -367,7 +375,7 @@ def study_length(
     run_length_study(
         base,
         artifact_root=root,
-        study_id=re.sub(r"[^A-Za-z0-9_.-]+", "-", study_id),
+        study_id=study_id,
         model_cache_dir=root / "models",
         access=access,
         say=lambda line: typer.echo(f"[{time.monotonic() - started:6.0f} s] {line}"),

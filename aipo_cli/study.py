@@ -20,7 +20,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -93,13 +93,20 @@ def share_first_iteration(root: Path, source_run: str, target_run: str, benchmar
 
 @dataclass
 class StudyRun:
-    """One objective's run; `history` grows by one dict (stage → summary) per finished iteration."""
+    """One objective's run of the study; `seconds` adds up the stages this process ran."""
 
     objective: str
     run_id: str
     config: RunConfig
-    history: list[dict[str, dict[str, Any]]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def study_runs(base: RunConfig, study_id: str) -> list[StudyRun]:
+    """The study's runs (DPO first), named `{study_id}-{objective}`."""
+    return [
+        StudyRun(objective, f"{study_id}-{objective}", config)
+        for objective, config in objective_configs(base).items()
+    ]
 
 
 def run_length_study(
@@ -120,10 +127,7 @@ def run_length_study(
     """
     from aipo_core.pipeline import STAGES, run_stage
 
-    runs = [
-        StudyRun(objective, f"{study_id}-{objective}", config)
-        for objective, config in objective_configs(base).items()
-    ]
+    runs = study_runs(base, study_id)
     for study_run in runs:
         config_path = artifacts.run_dir(artifact_root, study_run.run_id) / "config.json"
         artifacts.write_json_atomic(config_path, study_run.config.model_dump())
@@ -132,10 +136,9 @@ def run_length_study(
             if k == 0 and study_run is not runs[0]:
                 benchmarks = base.evaluation.benchmarks
                 share_first_iteration(artifact_root, runs[0].run_id, study_run.run_id, benchmarks)
-            summaries: dict[str, dict[str, Any]] = {}
             for stage in STAGES:
                 started = time.monotonic()
-                summaries[stage] = run_stage(
+                run_stage(
                     stage,
                     study_run.config,
                     artifact_root=artifact_root,
@@ -147,7 +150,6 @@ def run_length_study(
                 took = time.monotonic() - started
                 study_run.seconds += took
                 say(f"{study_run.objective} iter {k} {stage}: {took:.0f} s")
-            study_run.history.append(summaries)
         if after_iteration is not None:
             after_iteration(runs)
     return runs
@@ -183,7 +185,8 @@ def _pair_columns(root: Path, run_id: str, k: int, evaluate: dict[str, Any]) -> 
 
 
 def study_rows(runs: Sequence[StudyRun], root: Path) -> list[dict[str, Any]]:
-    """One row per objective and evaluated model θ_j (θ_0 first), on the first benchmark."""
+    """One row per objective and evaluated model θ_j (θ_0 first), on the first benchmark, from the
+    artifacts on disk: every evaluation finished so far, however far the study got."""
     from aipo_core.eval_summary import load_run_evaluations, summarize_evaluations
 
     rows = []
@@ -221,7 +224,8 @@ def study_rows(runs: Sequence[StudyRun], root: Path) -> list[dict[str, Any]]:
                 "judge": summary.judge_label,
             }
             if summary.iteration is not None:
-                evaluate = study_run.history[summary.iteration]["evaluate"]
+                folder = artifacts.iteration_dir(root, study_run.run_id, summary.iteration)
+                evaluate = artifacts.read_json(folder / artifacts.stage_marker_name("evaluate"))
                 row |= _pair_columns(root, study_run.run_id, summary.iteration, evaluate)
             rows.append(row)
     return rows
@@ -316,7 +320,7 @@ def write_outputs(runs: Sequence[StudyRun], root: Path, out: Path) -> list[dict[
         "judge": rows[0]["judge"] if rows else None,
         "iterations": config.iterations,
         "run_ids": {r.objective: r.run_id for r in runs},
-        "seconds": {r.objective: round(r.seconds, 1) for r in runs},
+        "seconds_this_process": {r.objective: round(r.seconds, 1) for r in runs},
     }
     out.mkdir(parents=True, exist_ok=True)
     artifacts.write_json_atomic(out / "table.json", {"meta": meta, "rows": rows})

@@ -116,6 +116,24 @@ def test_study_length_runs_both_objectives_from_the_same_base(tmp_path):
     lines = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("|")]
     assert len(lines) == 2 + len(rows) and all(line.count("|") == 11 for line in lines)
     assert (out / "table.md").read_text() == table_markdown(rows)
+    # --report-only writes the same table from the artifacts, running nothing.
+    again = CliRunner().invoke(
+        app,
+        [
+            "study",
+            "length",
+            str(config),
+            "--out",
+            str(tmp_path / "again"),
+            "--home",
+            str(home),
+            "--study-id",
+            "s",
+        ]
+        + ["--report-only"],
+    )
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again" / "table.md").read_text() == (out / "table.md").read_text()
     svg = ET.parse(out / "length_study.svg").getroot()
     titles = [t.text for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.text]
     assert any("avg response length" in t for t in titles) and any("win rate" in t for t in titles)
