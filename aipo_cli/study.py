@@ -278,32 +278,41 @@ def table_markdown(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _series(
-    rows: Sequence[dict[str, Any]], value: str, error: Callable[[dict[str, Any]], Any]
+    rows: Sequence[dict[str, Any]], value: str, bar: Callable[[dict[str, Any]], tuple[Any, Any]]
 ) -> list[Series]:
     by_objective: dict[str, list[Point]] = {}
     for row in rows:
+        low, high = bar(row)
         by_objective.setdefault(row["objective"], []).append(
-            Point(row["policy_index"], row.get(value), error(row))
+            Point(row["policy_index"], row.get(value), low, high)
         )
     return [Series(objective, points) for objective, points in by_objective.items()]
 
 
-def _half_interval(row: dict[str, Any]) -> float | None:
+def _se_bar(value: str) -> Callable[[dict[str, Any]], tuple[float | None, float | None]]:
+    """The error bar value ± its SE (none where either is undefined)."""
+
+    def bar(row: dict[str, Any]) -> tuple[float | None, float | None]:
+        y, se = row.get(value), row.get(f"{value}_se")
+        return (y - se, y + se) if y is not None and se is not None else (None, None)
+
+    return bar
+
+
+def _rho_interval(row: dict[str, Any]) -> tuple[Any, Any]:
     low, high = row.get("s_ref_length_gap_spearman_ci95") or [None, None]
-    return (high - low) / 2 if low is not None and high is not None else None
+    return low, high
 
 
 def figure_svg(rows: Sequence[dict[str, Any]], caption: str) -> str:
     """Figs. 2-3 (average length, win rate, ± SE) and Fig. 6 (ρ, 95% CI) against θ_j."""
     trained = [row for row in rows if row.get("iteration") is not None]
     panels = [
-        Panel(
-            "avg response length (tokens) ± SE", _series(rows, "avg_tokens", lambda r: r.get("avg_tokens_se"))
-        ),
-        Panel("win rate % vs baseline ± SE", _series(rows, "win_rate", lambda r: r.get("win_rate_se"))),
+        Panel("avg response length (tokens) ± SE", _series(rows, "avg_tokens", _se_bar("avg_tokens"))),
+        Panel("win rate % vs baseline ± SE", _series(rows, "win_rate", _se_bar("win_rate"))),
         Panel(
             "ρ(s_ref, |y_w|−|y_l|), pairs that trained θ_j, 95% CI",
-            _series(trained, "s_ref_length_gap_spearman", _half_interval),
+            _series(trained, "s_ref_length_gap_spearman", _rho_interval),
             unavailable="too few pairs for a correlation",
         ),
     ]

@@ -22,7 +22,8 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 class Point:
     x: float
     y: float | None
-    error: float | None = None  # half-width of the error bar (an SE, or half a 95% interval)
+    low: float | None = None  # the error bar's ends (y ± SE, or a 95% interval); None = no bar
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ def _extent(panel: Panel) -> tuple[float, float, float, float] | None:
     if not points:
         return None
     xs = [p.x for p in points]
-    lows = [p.y - (p.error or 0.0) for p in points if p.y is not None]
-    highs = [p.y + (p.error or 0.0) for p in points if p.y is not None]
+    lows = [p.y if p.low is None else p.low for p in points if p.y is not None]
+    highs = [p.y if p.high is None else p.high for p in points if p.y is not None]
     y_min, y_max = min(lows), max(highs)
     pad = (y_max - y_min) * 0.08 or max(abs(y_max) * 0.1, 1.0)
     return min(xs), max(xs), y_min - pad, y_max + pad
@@ -97,13 +98,13 @@ def _panel_svg(panel: Panel, left: float, x_label: str) -> list[str]:
     for i, series in enumerate(panel.series):
         colour = COLOURS[i % len(COLOURS)]
         dodge = (i - (len(panel.series) - 1) / 2) * 5  # px: error bars of two series side by side
-        shown = [(sx(p.x) + dodge, p.y, p.error) for p in series.points if p.y is not None]
-        path = " ".join(f"{x:.1f},{sy(y):.1f}" for x, y, _ in shown)
+        shown = [(sx(p.x) + dodge, p.y, p.low, p.high) for p in series.points if p.y is not None]
+        path = " ".join(f"{x:.1f},{sy(y):.1f}" for x, y, _, _ in shown)
         out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
-        for x, y, error in shown:
-            if error:
+        for x, y, low, high in shown:
+            if low is not None and high is not None:
                 out.append(
-                    f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(y - error):.1f}" y2="{sy(y + error):.1f}" '
+                    f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(low):.1f}" y2="{sy(high):.1f}" '
                     f'stroke="{colour}"/>'
                 )
             out.append(f'<circle cx="{x:.1f}" cy="{sy(y):.1f}" r="3.5" fill="{colour}"/>')
