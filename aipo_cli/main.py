@@ -330,6 +330,71 @@ def doctor() -> None:
     raise typer.Exit(run_doctor(Settings(), Console()))
 
 
+study_app = typer.Typer(no_args_is_help=True, help="Studies: several runs compared in one table and figure.")
+
+
+@study_app.command("length")
+def study_length(
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            exists=True, dir_okay=False, help="Base run config (default: aipo_cli/configs/length_study.yaml)"
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for table.md, table.json and the figure.")] = Path(
+        "length-study"
+    ),
+    iterations: Annotated[
+        int | None, typer.Option(min=1, max=100, help="Override the config's iterations.")
+    ] = None,
+    study_id: Annotated[
+        str, typer.Option(help="Run ids are STUDY_ID-dpo and STUDY_ID-aipo; reuse to resume.")
+    ] = "length-study",
+    home: Annotated[Path | None, typer.Option(help="Data folder (default $AIPO_HOME or ~/.aipo).")] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Only write the table and figure of what has run so far.")
+    ] = False,
+) -> None:
+    """The AIPO paper's length study: DPO and AIPO from the same base model, ranked by a judge with
+    a known length bonus, evaluated by a fixed judge; average length, win rate and the s_ref-vs-
+    length-gap correlation per iteration (docs/length_study.md). Runs in this process."""
+    import time
+
+    from aipo_cli.study import FIGURE, bundled_config, run_length_study, study_runs, write_outputs
+    from aipo_core.config import with_overrides
+    from aipo_core.inputs import check_inputs
+
+    base = load_config(config) if config is not None else bundled_config()
+    if iterations is not None:
+        base = with_overrides(base, {"iterations": iterations})
+    root = (home or aipo_home()).expanduser()
+    study_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", study_id)
+    if report_only:
+        write_outputs(study_runs(base, study_id), root, out)
+        typer.echo((out / "table.md").read_text(encoding="utf-8"))
+        return
+    access = _local_access(root)
+    report = check_inputs(base, access)
+    if not report.ok:
+        raise _refused_inputs(config or Path("length_study.yaml"), report)
+    _quiet_libraries()
+    started = time.monotonic()
+    run_length_study(
+        base,
+        artifact_root=root,
+        study_id=study_id,
+        model_cache_dir=root / "models",
+        access=access,
+        say=lambda line: typer.echo(f"[{time.monotonic() - started:6.0f} s] {line}"),
+        # The table and figure so far after every iteration: a study stopped early still has them.
+        after_iteration=lambda runs: write_outputs(runs, root, out),
+    )
+    typer.echo((out / "table.md").read_text(encoding="utf-8"))
+    typer.echo(
+        f"{out / 'table.md'}, {out / 'table.json'}, {out / FIGURE}; {time.monotonic() - started:.0f} s"
+    )
+
+
 def _register_service_verbs() -> None:
     """`aipo up`, `aipo db ...` and `aipo token ...` live beside the stack code they drive."""
     from aipo_cli.db import app as db_app
@@ -339,6 +404,7 @@ def _register_service_verbs() -> None:
     app.command()(up)
     app.add_typer(db_app, name="db")
     app.add_typer(token_app, name="token")
+    app.add_typer(study_app, name="study")
 
 
 _register_service_verbs()

@@ -373,7 +373,7 @@ def _field_checks(
         checks.append((("trust_remote_code",), True, lambda: access.remote_code(True)))
     checks.append((("model",), config.model, lambda: access.check_model_spec(config.model, "model")))
     # (loc, kind, value, aliases): `base` (the frozen initial model) is an evaluation-judge alias only.
-    judges = [(("ranker", "model"), config.ranker.kind, config.ranker.model, (POLICY_ALIAS,))]
+    judges = [(("ranker", "model"), config.ranker.judge_kind, config.ranker.model, (POLICY_ALIAS,))]
     if config.evaluation.judge.kind != "alpaca_eval":
         judge = config.evaluation.judge
         judges.append((("evaluation", "judge", "model"), judge.kind, judge.model, (POLICY_ALIAS, BASE_JUDGE)))

@@ -18,7 +18,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 BenchmarkName = Literal["alpaca_eval", "mt_bench", "arena_hard"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 TrainingStrategy = Literal["auto", "ddp", "fsdp", "deepspeed_zero3"]
-RankerKind = Literal["pairrm", "reward_model", "llm_judge"]
+JudgeKind = Literal["pairrm", "reward_model", "llm_judge"]
+RankerKind = Literal["pairrm", "reward_model", "llm_judge", "length_biased"]
 # Seeds feed numpy (< 2**32) and torch; seed + iteration must stay below 2**32 too.
 MAX_SEED = 2**31 - 1
 MAX_ITERATIONS = 100
@@ -107,15 +108,45 @@ class GenerationConfig(StrictModel):
         return self.tensor_parallel_size * self.data_parallel_size if self.backend == "vllm" else 1
 
 
+class LengthBiasConfig(StrictModel):
+    """A ranker that is length-biased by construction, for the paper's length study
+    (docs/length_study.md): score = the real judge's score + `bonus` per `unit` of response length."""
+
+    judge: JudgeKind = Field("llm_judge", description="The real judge whose score the bonus is added to.")
+    bonus: float = Field(
+        ..., ge=0.0, le=1.0, description="Added to the judge's score per unit of response length."
+    )
+    unit: Literal["token", "100_chars"] = Field(
+        "100_chars", description="token = the policy tokenizer's tokens; 100_chars = per 100 characters."
+    )
+
+
 class RankerConfig(StrictModel):
     kind: RankerKind = "llm_judge"
     model: str = Field(
         "policy",
         min_length=1,
         max_length=MAX_SPEC_LENGTH,
-        description="'policy' (self-rewarding: the current policy judges), a hub id or a local path.",
+        description="'policy' (self-rewarding: the current policy judges), a hub id or a local path; "
+        "for kind length_biased, the model of its real judge.",
     )
     batch_size: int = Field(8, ge=1, le=256)
+    length_bias: LengthBiasConfig | None = Field(
+        None, description="kind length_biased only: the real judge and the known length bonus."
+    )
+
+    @model_validator(mode="after")
+    def _length_bias_iff_length_biased(self) -> RankerConfig:
+        if self.kind == "length_biased" and self.length_bias is None:
+            raise ValueError("length_bias: kind 'length_biased' needs length_bias: {judge, bonus, unit}")
+        if self.kind != "length_biased" and self.length_bias is not None:
+            raise ValueError("length_bias is only used with kind: length_biased")
+        return self
+
+    @property
+    def judge_kind(self) -> str:
+        """The kind of the model that actually judges (the real judge under a length bias)."""
+        return self.length_bias.judge if self.length_bias is not None else self.kind
 
 
 class ObjectiveConfig(StrictModel):

@@ -105,7 +105,7 @@ def estimate_run(config: RunConfig, model: ModelSize, *, imported_pairs: int | N
         ),
         training_pairs=training_pairs,
         training_tokens=training_tokens,
-        judge_passes=sampled * prompts * ranking_passes(config.ranker.kind, n)
+        judge_passes=sampled * prompts * ranking_passes(config.ranker.judge_kind, n)
         + config.iterations * eval_prompts * _eval_judge_passes(config.evaluation.judge.kind),
         eval_prompts=eval_prompts,
         model=model,

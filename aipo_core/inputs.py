@@ -110,7 +110,7 @@ def _field_checks(
     config: RunConfig, access: ModelAccess, remote_code: bool, max_bytes: int | None, max_bad_rows: int
 ) -> Iterator[tuple[Loc, Callable[[], InputCheck]]]:
     yield ("model",), lambda: check_model(config.model, ("model",), access, remote_code=remote_code)
-    judges = [(("ranker", "model"), config.ranker.kind, config.ranker.model, (POLICY_ALIAS,))]
+    judges = [(("ranker", "model"), config.ranker.judge_kind, config.ranker.model, (POLICY_ALIAS,))]
     if config.evaluation.judge.kind != "alpaca_eval":
         judge = config.evaluation.judge
         judges.append((("evaluation", "judge", "model"), judge.kind, judge.model, (POLICY_ALIAS, BASE_JUDGE)))

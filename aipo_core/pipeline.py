@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 Sink = Callable[[dict[str, Any]], None]
 STAGES: tuple[str, ...] = ("self_instruct", "generate", "rank", "train", "evaluate")
 CANDIDATE_SCORES_FILE = "candidate_scores.jsonl"
+#: The scratch attempt name of an in-process stage (`run_stage` without a scratch folder).
+LOCAL_ATTEMPT = "local"
 
 
 @dataclass(frozen=True)
@@ -498,6 +500,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             cache_dir=ctx.model_cache_dir,
             # A separate judge or reward model is an inference model: compute dtype, no autocast.
             placement=inference_placement(ctx.config, _hardware(ctx)),
+            length_bias=ctx.config.ranker.length_bias,
         )
         with placement.autocast():
             scores = rank_candidates(candidates, ranker, sink=ctx.sink)
@@ -998,7 +1001,7 @@ def run_stage(
         if scratch_dir is None:
             # In-process runs have one attempt at a time: a crashed call's scratch folder is kept,
             # so a retried evaluate reuses the evaluations it had finished (files are atomic).
-            out = artifacts.scratch_dir(root, str(run_id), iteration, stage, "local")
+            out = artifacts.scratch_dir(root, str(run_id), iteration, stage, LOCAL_ATTEMPT)
         else:
             out = Path(scratch_dir)
         out.mkdir(parents=True, exist_ok=True)

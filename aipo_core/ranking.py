@@ -7,7 +7,9 @@ Backends:
 * `pairrm` — PairRM through llm-blender (`PairRMRanker`), the paper's judge;
 * `reward_model` — any sequence-classification reward model (`RewardModelRanker`);
 * `llm_judge` — a causal LM asked "A or B?" in both orders (`LLMJudgeRanker`); with
-  `model: policy` the policy judges its own samples (self-rewarding).
+  `model: policy` the policy judges its own samples (self-rewarding);
+* `length_biased` — one of the above plus a known bonus per unit of response length
+  (`LengthBiasedRanker`), the length-biased ranker of the paper's length study (docs/length_study.md).
 
 `select_pairs` keeps best vs worst per prompt and applies the pair filters of docs/architecture.md §1.
 """
@@ -21,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -31,8 +33,11 @@ from aipo_core.devices import Placement
 from aipo_core.models import DEFAULT_ACCESS, inference
 from aipo_core.shared_prefix import last_token_logits
 
+if TYPE_CHECKING:
+    from aipo_core.config import LengthBiasConfig
+
 Sink = Callable[[dict], None]
-RANKER_KINDS = ("pairrm", "reward_model", "llm_judge")
+RANKER_KINDS = ("pairrm", "reward_model", "llm_judge", "length_biased")
 POLICY = POLICY_ALIAS
 
 
@@ -366,6 +371,51 @@ def _shared_start_groups(prompts: Sequence[str], firsts: Sequence[str]) -> list[
         groups.setdefault((prompt, first) if len(rows) > 1 else (prompt,), []).extend(rows)
     return list(groups.values())
 
+# --------------------------------------------------------------------------- length-biased
+
+
+class LengthBiasedRanker(Ranker):
+    """A real judge plus a known length bonus: score = judge score + bonus × length(candidate).
+
+    The ranker of the paper's length study: its preference for longer responses is known exactly,
+    so how far each objective lets that bias lengthen the policy can be measured. Length is counted
+    in `tokenizer`'s tokens (no special tokens) or, without one, in units of 100 characters.
+    """
+
+    def __init__(self, judge: Ranker, bonus: float, *, tokenizer: PreTrainedTokenizerBase | None = None):
+        if not (math.isfinite(bonus) and bonus >= 0):
+            raise ValueError(f"ranker.length_bias.bonus: must be finite and >= 0, got {bonus}")
+        self.judge, self.bonus, self.tokenizer = judge, bonus, tokenizer
+        self.batch_size = judge.batch_size
+
+    def length(self, text: str) -> float:
+        """Response length in the bonus' unit: tokens, or hundreds of characters."""
+        if self.tokenizer is None:
+            return len(text) / 100
+        return float(len(self.tokenizer.encode(text, add_special_tokens=False)))
+
+    def score_batch(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        real = self.judge.score_batch(prompts, candidates)
+        return [
+            [score + self.bonus * self.length(text) for score, text in zip(row, cands, strict=True)]
+            for row, cands in zip(real, candidates, strict=True)
+        ]
+
+    def pairwise_preferences(
+        self, prompts: Sequence[str], outputs_a: Sequence[str], outputs_b: Sequence[str]
+    ) -> list[float]:
+        """The judge's P(a > b) with the bonus gap added on the logit scale (Bradley–Terry)."""
+        real = self.judge.pairwise_preferences(prompts, outputs_a, outputs_b)
+        return [
+            _sigmoid(_logit(p) + self.bonus * (self.length(a) - self.length(b)))
+            for p, a, b in zip(real, outputs_a, outputs_b, strict=True)
+        ]
+
+
+def _logit(p: float) -> float:
+    clipped = min(max(p, 1e-12), 1 - 1e-12)  # a judge certain either way stays finite
+    return math.log(clipped / (1 - clipped))
+
 
 # --------------------------------------------------------------------------- factory
 
@@ -382,14 +432,38 @@ def make_ranker(
     device: str | None = None,
     cache_dir: str | Path | None = None,
     placement: Placement | None = None,
+    length_bias: LengthBiasConfig | None = None,
 ) -> Ranker:
     """Build the ranker a `RankerConfig`/`JudgeConfig` describes; every model loads under `access`.
 
     `model_spec == "policy"` means the current policy (`policy=(model, tokenizer)`) for
     `llm_judge`, and the published PairRM checkpoint for `pairrm`. `field` names the config field
     in errors (`evaluation.judge.model` for a judge). A separate judge or reward model loads with
-    `placement` (`aipo_core.devices`) when given: on its device, in its dtype.
+    `placement` (`aipo_core.devices`) when given: on its device, in its dtype. `length_biased`
+    builds `length_bias.judge` on `model_spec` and wraps it (`LengthBiasedRanker`); a bonus per
+    token counts the policy tokenizer's tokens.
     """
+    if kind == "length_biased":
+        if length_bias is None:
+            raise ValueError(
+                "ranker.length_bias: kind 'length_biased' needs length_bias: {judge, bonus, unit}"
+            )
+        if length_bias.unit == "token" and policy is None:
+            raise ValueError("ranker.length_bias.unit: 'token' needs the policy tokenizer passed as policy=")
+        judge = make_ranker(
+            length_bias.judge,
+            model_spec,
+            access=access,
+            field=field,
+            policy=policy,
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            device=device,
+            cache_dir=cache_dir,
+            placement=placement,
+        )
+        tokenizer = policy[1] if length_bias.unit == "token" and policy is not None else None
+        return LengthBiasedRanker(judge, length_bias.bonus, tokenizer=tokenizer)
     if placement is not None:
         device = str(placement.torch_device())
     if kind == "pairrm":

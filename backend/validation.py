@@ -138,7 +138,7 @@ def input_key(config: RunConfig) -> tuple[Any, ...]:
     (a sweep's children usually differ in hyperparameters only)."""
     ranker, evaluation = config.ranker, config.evaluation
     return (
-        config.model, config.trust_remote_code, ranker.kind, ranker.model, evaluation.judge.kind,
+        config.model, config.trust_remote_code, ranker.judge_kind, ranker.model, evaluation.judge.kind,
         evaluation.judge.model, config.prompt_pool, config.initial_pairs, tuple(evaluation.benchmarks),
         evaluation.limit,
     )  # fmt: skip

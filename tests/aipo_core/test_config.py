@@ -36,6 +36,16 @@ def errors(**overrides) -> dict[str, str]:
         ({"generation": {"temperature": float("nan")}}, "generation.temperature"),
         ({"model": "m" * 5000}, "model"),
         ({"prompt_pool": "p" * 5000}, "prompt_pool"),
+        ({"ranker": {"kind": "length_biased", "length_bias": {"bonus": 1.5}}}, "ranker.length_bias.bonus"),
+        ({"ranker": {"kind": "length_biased", "length_bias": {"bonus": -0.1}}}, "ranker.length_bias.bonus"),
+        (
+            {"ranker": {"kind": "length_biased", "length_bias": {"bonus": 0.1, "unit": "word"}}},
+            "ranker.length_bias.unit",
+        ),
+        (
+            {"ranker": {"kind": "length_biased", "length_bias": {"bonus": 0.1, "judge": "length_biased"}}},
+            "ranker.length_bias.judge",
+        ),
     ],
 )
 def test_out_of_bounds_values_are_refused_with_their_field(overrides, field):
@@ -78,3 +88,22 @@ def test_keep_policies_accepts_last_all_and_a_count():
         config = RunConfig.model_validate({"name": "x", "model": "m", "training": {"keep_policies": value}})
         assert config.training.keep_policies == value
     assert RunConfig.model_validate({"name": "x", "model": "m"}).training.keep_best_policy is True
+
+
+def test_a_length_biased_ranker_needs_its_bias_and_only_it_has_one():
+    assert "length_bias" in next(iter(errors(ranker={"kind": "length_biased"}).values()))
+    assert "length_biased" in next(
+        iter(errors(ranker={"kind": "llm_judge", "length_bias": {"bonus": 0.1}}).values())
+    )
+    ranker = RunConfig.model_validate(
+        {
+            "name": "x",
+            "model": "m",
+            "ranker": {"kind": "length_biased", "length_bias": {"judge": "pairrm", "bonus": 0.1}},
+        }
+    ).ranker
+    assert (ranker.kind, ranker.judge_kind, ranker.length_bias.unit) == (
+        "length_biased",
+        "pairrm",
+        "100_chars",
+    )

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from aipo_core.access import AccessError, ModelAccess
-from aipo_core.config import GenerationConfig
+from aipo_core.config import GenerationConfig, LengthBiasConfig
 from aipo_core.generation import generate_candidates, make_generator
 from aipo_core.models import load_model_and_tokenizer
 from aipo_core.pairrm_compat import apply_pairrm_compat, import_llm_blender
 from aipo_core.ranking import (
     DROP_REASONS,
+    LengthBiasedRanker,
     LLMJudgeRanker,
     PairRMRanker,
     RewardModelRanker,
@@ -226,6 +227,52 @@ def test_llm_judge_factory_needs_the_policy_and_keeps_training_mode(tiny):
         assert model.training
     finally:
         model.eval()
+
+
+# --------------------------------------------------------------------------- length-biased
+
+SHORT, LONG = "Lemon.", "Oranges and kiwis are rich in vitamin C."  # 6 and 40 characters
+
+
+@pytest.fixture(scope="module")
+def blind_judge(tiny):
+    """A real LLM judge whose prompt omits the responses: it cannot tell two apart, so every pair
+    is an exact tie (both orders ask the same question, ½·(q + 1 − q) = ½)."""
+    model, tokenizer = tiny
+    return LLMJudgeRanker(model, tokenizer, template="Instruction: {instruction}\nAnswer A or B.")
+
+
+def test_length_biased_tie_goes_to_the_longer_candidate_by_exactly_the_bonus(blind_judge):
+    assert blind_judge.score(PROMPT, [SHORT, LONG]) == pytest.approx([0.5, 0.5], abs=1e-6)
+    biased = LengthBiasedRanker(blind_judge, 0.05)  # per 100 characters
+    short, long_ = biased.score(PROMPT, [SHORT, LONG])
+    assert short == pytest.approx(0.5 + 0.05 * 6 / 100, abs=1e-6)
+    assert long_ - short == pytest.approx(0.05 * (40 - 6) / 100, abs=1e-6)
+    record = _record("r", [SHORT, LONG], instruction=PROMPT)
+    pairs, _ = select_pairs([record], [[short, long_]], tokenizer=blind_judge.tokenizer)
+    assert pairs[0]["chosen"][0]["content"] == LONG
+
+
+def test_length_biased_per_token_counts_the_policy_tokens(blind_judge, tiny):
+    _, tokenizer = tiny
+    bias = LengthBiasConfig(judge="llm_judge", bonus=0.01, unit="token")
+    biased = make_ranker("length_biased", "policy", policy=tiny, length_bias=bias)
+    assert isinstance(biased, LengthBiasedRanker) and isinstance(biased.judge, LLMJudgeRanker)
+    biased.judge = blind_judge
+    gap = len(tokenizer.encode(LONG, add_special_tokens=False)) - len(
+        tokenizer.encode(SHORT, add_special_tokens=False)
+    )
+    short, long_ = biased.score(PROMPT, [SHORT, LONG])
+    assert long_ - short == pytest.approx(0.01 * gap, abs=1e-6) and gap > 0
+    # Pairwise: the tie (logit 0) moved by the bonus gap on the logit scale.
+    assert biased.pairwise_preference(PROMPT, LONG, SHORT) == pytest.approx(1 / (1 + math.exp(-0.01 * gap)))
+
+
+def test_length_biased_factory_needs_its_bias():
+    with pytest.raises(ValueError, match="ranker.length_bias"):
+        make_ranker("length_biased", "policy")
+    with pytest.raises(ValueError, match="policy tokenizer"):
+        make_ranker("length_biased", "m", length_bias=LengthBiasConfig(bonus=0.1, unit="token"))
 
 
 def test_rank_candidates_scores_every_record_and_reports_progress(judge):
