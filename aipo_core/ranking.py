@@ -371,6 +371,7 @@ def _shared_start_groups(prompts: Sequence[str], firsts: Sequence[str]) -> list[
         groups.setdefault((prompt, first) if len(rows) > 1 else (prompt,), []).extend(rows)
     return list(groups.values())
 
+
 # --------------------------------------------------------------------------- length-biased
 
 
