@@ -90,28 +90,17 @@ def win_rate_vs_length(frame: pd.DataFrame, *, title: str = "Win rate vs average
         rows = rows.sort_values("iteration")
         color = theme.run_color(index)
         labels = rows["label"].tolist() if "label" in rows else [f"it {int(k)}" for k in rows["iteration"]]
-        for column, dash, symbol, suffix in (
-            ("lc_win_rate", "solid", "circle", "LC"),
-            ("win_rate", "dash", "circle-open", "raw"),
-        ):
-            if rows[column].isna().all():
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["avg_length"].tolist(),
-                    y=rows[column].tolist(),
-                    text=labels,
-                    mode="lines+markers+text",
-                    textposition="top center",
-                    name=f"{run} · {suffix}",
-                    line={"color": color, "dash": dash},
-                    marker={"symbol": symbol, "size": 9},
-                    legendgroup=str(run),
-                    error_y=_interval(rows, f"{column}_se", color),
-                    hovertemplate=f"{run}<br>%{{text}}<br>length %{{x:.0f}} chars<br>{suffix} %{{y:.1f}}%"
-                    "<extra></extra>",
-                )
-            )
+        _add_rate_traces(
+            fig,
+            rows,
+            "avg_length",
+            ("lc_win_rate", "LC"),
+            ("win_rate", "raw"),
+            run,
+            color,
+            labels,
+            hover="length %{{x:.0f}} chars<br>{suffix} %{{y:.1f}}%",
+        )
     fig.add_annotation(**_INTERVAL_NOTE)
     missing = _lc_unavailable_note(data)
     if missing:
@@ -137,6 +126,43 @@ _INTERVAL_NOTE = {
     "xanchor": "left",
     "font": {"size": 11, "color": theme.NEUTRAL},
 }
+
+
+def _add_rate_traces(
+    fig: go.Figure,
+    rows: pd.DataFrame,
+    x: str,
+    lc: tuple[str, str],
+    raw: tuple[str, str],
+    run: object,
+    color: str,
+    labels: list[str],
+    *,
+    hover: str,
+) -> None:
+    """One run's LC (solid) and raw (dashed) rate against `x`, each with its 95% interval.
+
+    `lc`/`raw`: (column, legend suffix); the SE column is `<column>_se`. `hover` is a Plotly
+    hover template in which `{suffix}` names the series.
+    """
+    for (column, suffix), dash, symbol in ((lc, "solid", "circle"), (raw, "dash", "circle-open")):
+        if rows[column].isna().all():
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=rows[x].tolist(),
+                y=rows[column].tolist(),
+                text=labels,
+                mode="lines+markers+text",
+                textposition="top center",
+                name=f"{run} · {suffix}",
+                line={"color": color, "dash": dash},
+                marker={"symbol": symbol, "size": 9},
+                legendgroup=str(run),
+                error_y=_interval(rows, f"{column}_se", color),
+                hovertemplate=f"{run}<br>%{{text}}<br>" + hover.format(suffix=suffix) + "<extra></extra>",
+            )
+        )
 
 
 def _interval(rows: pd.DataFrame, se_column: str, color: str) -> dict | None:
@@ -188,28 +214,17 @@ def length_exploitation(
         rows = rows.sort_values("policy_index")
         color = theme.run_color(index)
         labels = [f"θ_{int(j)}" for j in rows["policy_index"]]
-        for column, dash, symbol, suffix in (
-            ("lc_change", "solid", "circle", "Δ LC"),
-            ("win_rate_change", "dash", "circle-open", "Δ raw"),
-        ):
-            if rows[column].isna().all():
-                continue
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["length_change_pct"].tolist(),
-                    y=rows[column].tolist(),
-                    text=labels,
-                    mode="lines+markers+text",
-                    textposition="top center",
-                    name=f"{run} · {suffix}",
-                    line={"color": color, "dash": dash},
-                    marker={"symbol": symbol, "size": 9},
-                    legendgroup=str(run),
-                    error_y=_interval(rows, f"{column}_se", color),
-                    hovertemplate=f"{run}<br>%{{text}}<br>Δ length %{{x:.0f}}%<br>{suffix} %{{y:.1f}} pts"
-                    "<extra></extra>",
-                )
-            )
+        _add_rate_traces(
+            fig,
+            rows,
+            "length_change_pct",
+            ("lc_change", "Δ LC"),
+            ("win_rate_change", "Δ raw"),
+            run,
+            color,
+            labels,
+            hover="Δ length %{{x:.0f}}%<br>{suffix} %{{y:.1f}} pts",
+        )
         flags = [
             length_exploitation_flag(r.length_change_pct, r.lc_change, r.lc_change_se)
             for r in rows.itertuples()
