@@ -220,8 +220,10 @@ def test_database_cut_off_mid_training_leaves_one_train_attempt_running(
     train runs for longer than the heartbeat timeout; worker-1, started then, reaches it directly.
     worker-0 must stop its train child before worker-1 may claim the stage; the run then
     completes, with the train stage's second attempt's curve the one shown."""
-    # 0.2-1 s a step on this machine: the first attempt is still training when its lease runs out.
-    training = {**TINY_RUN["training"], "max_steps": 120}
+    # The first attempt must still be training when its lease (6 s) runs out: steps take 0.05 s on
+    # a quiet 2-core machine (120 steps once ended before the lease, so its path went untested) and
+    # up to 1 s under load, so 300 steps outlast the lease and still finish within the run timeout.
+    training = {**TINY_RUN["training"], "max_steps": 300}
     with postgres_database() as direct, redis_database() as broker:
         url = make_url(direct)
         proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
