@@ -281,17 +281,23 @@ def test_every_page_and_tab_renders_and_stays_on_this_machine(dashboard_url):
     assert not off_this_machine(requested), off_this_machine(requested)
 
 
-@pytest.fixture
-def finished_tiny_run(tmp_path: Path) -> Iterator[tuple[str, dict]]:
-    """`aipo up`'s embedded stack (SQLite, filesystem broker, one worker) after a real 2-iteration
-    run of tiny-random-llama (tests/worker/harness.TINY_RUN) has finished."""
-    home = tmp_path / "home"
-    env = {
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """The environment of `aipo up`'s embedded stack under `home`: SQLite, the filesystem broker."""
+    return {
         "AIPO_HOME": str(home),
         "AIPO_DATABASE_URL": f"sqlite:///{home / 'aipo.db'}",
         "AIPO_BROKER_URL": "filesystem://",
         "AIPO_API_TOKEN": "browser-test-token",
     }
+
+
+@pytest.fixture
+def finished_tiny_run(tmp_path: Path) -> Iterator[tuple[str, dict]]:
+    """`aipo up`'s embedded stack (SQLite, filesystem broker, one worker) after a real 2-iteration
+    run of tiny-random-llama (tests/worker/harness.TINY_RUN) has finished."""
+    home = tmp_path / "home"
+    env = embedded_env(home)
     with running_stack(
         api_port=free_port(), dashboard_port=free_port(), workers=1, env=env, ready_timeout_s=120
     ) as stack:

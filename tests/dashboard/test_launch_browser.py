@@ -16,7 +16,7 @@ import pytest
 from aipo_cli.services import Stack, running_stack
 from dashboard.run_form import DEFAULT_CONFIG
 from tests.backend.live_server import free_port
-from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_FLAGS, sync_api
+from tests.dashboard.test_browser import CHROMIUM, CHROMIUM_FLAGS, embedded_env, sync_api
 
 SUMMARY = ".st-key-launch_summary_form"
 
@@ -24,12 +24,7 @@ SUMMARY = ".st-key-launch_summary_form"
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     home = tmp_path / "home"
-    env = {
-        "AIPO_HOME": str(home),
-        "AIPO_DATABASE_URL": f"sqlite:///{home / 'aipo.db'}",
-        "AIPO_BROKER_URL": "filesystem://",
-        "AIPO_API_TOKEN": "browser-test-token",
-    }
+    env = embedded_env(home)
     with running_stack(
         api_port=free_port(), dashboard_port=free_port(), workers=0, env=env, ready_timeout_s=120
     ) as started:
