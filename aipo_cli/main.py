@@ -19,13 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aipo_cli.errors import DEBUG_KEY, AipoGroup, ConfigError, InputError, RunFailed, UserError, config_error
+from aipo_cli.openmp import configure_openmp_waiting
 
-# Before any verb loads torch (its OpenMP runtime reads this once; nothing above imports it). An
-# OpenMP thread that has finished its share spins while it waits for its siblings; on a machine
-# shared with other work a sibling is often descheduled, and the spinning took ~5x the CPU time
-# and wall-clock time of a generation step (README, "How fast the demo is"). Passive waiting
-# sleeps instead. A value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before any verb loads torch (its OpenMP runtime reads these once; nothing above imports it):
+# spin briefly on a quiet machine, sleep at once on a busy one (aipo_cli/openmp.py).
+configure_openmp_waiting()
 
 if TYPE_CHECKING:
     from aipo_core.access import ModelAccess

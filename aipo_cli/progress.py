@@ -71,6 +71,8 @@ def key_metric(stage: str, metrics: Mapping[str, Any], benchmark: str = "alpaca_
             parts.append(f"loss {loss:.4f}")
         if m.get("steps") is not None:
             parts.append(f"{m['steps']:.0f} steps")
+        if m.get("steps") and m.get("learning_rate_max") == 0:
+            parts.append("learning rate 0 at every step: the policy did not change")
     elif stage == "evaluate" and m.get(f"{benchmark}/win_rate") is not None:
         rate, se = m[f"{benchmark}/win_rate"], m.get(f"{benchmark}/win_rate_se")
         parts.append(f"{benchmark} win rate {rate:.1f}" + (f" ± {se:.1f}" if se is not None else "") + " %")

@@ -196,7 +196,10 @@ class TrainingConfig(StrictModel):
     max_prompt_length: int = Field(512, ge=8, le=32_768)
     max_length: int = Field(1024, ge=16, le=32_768)
     precision: Literal["auto", "bf16", "fp32"] = Field(
-        "auto", description="auto = bf16 where the device supports it, else fp32."
+        "auto",
+        description="auto = bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU "
+        "with AVX512-BF16 or AMX), else fp32. Inference loads bf16 weights; training keeps fp32 "
+        "weights under bf16 autocast.",
     )
     gradient_checkpointing: bool = False
     keep_policies: KeepPolicies = Field(

@@ -4,8 +4,8 @@ worker's hardware, honoured by every model load and every forward.
 Two roles share the run's `device` and `training.precision`:
 
 - inference (self-instruct, generation, judging, evaluation): weights are loaded directly on the
-  device in the compute dtype (bf16 on a CUDA GPU that supports it, fp32 on CPU), so a 7B model
-  takes 14 GB of GPU memory and no host copy at all;
+  device in the compute dtype (bf16 on a CUDA GPU that supports it and on a CPU with native bf16
+  instructions, else fp32), so a 7B model takes 14 GB of GPU memory and no host copy at all;
 - training, and the reference log-probs that must equal the trainer's step-0 log-probs: fp32
   weights (the optimizer's master copy; a 5e-7 AdamW step is below bf16's resolution) with bf16
   autocast where the compute dtype is bf16, across `training.num_processes` processes.
@@ -21,7 +21,7 @@ from a short-lived process, so the worker itself never opens a CUDA context).
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -46,13 +46,33 @@ class GPU:
         return {"index": self.index, "name": self.name, "memory_gib": round(self.memory_bytes / GiB, 1)}
 
 
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX-BF16, per the
+    `flags` of /proc/cpuinfo). Without them torch emulates bf16 and it is slower than fp32; with
+    them a SmolLM2 prefill runs 1.7-2x faster than in fp32 (bench/cpu_decoding.py)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as handle:
+                cpuinfo = handle.read()
+        except OSError:  # not Linux
+            return False
+    lines = [line for line in cpuinfo.splitlines() if line.startswith("flags")]
+    flags = {flag for line in lines for flag in line.split(":", 1)[-1].split()}
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 @dataclass(frozen=True)
 class Hardware:
-    """What a worker has: its GPUs (empty on a CPU host), bf16 support, total host memory."""
+    """What a worker has: its GPUs (empty on a CPU host), their bf16 support, total host memory,
+    and whether its CPU computes bf16 natively (`cpu_has_native_bf16`)."""
 
     gpus: tuple[GPU, ...] = ()
     bf16: bool = False
     host_memory_bytes: int = 0
+    cpu_bf16: bool = False
 
     @classmethod
     def probe(cls) -> Hardware:
@@ -65,20 +85,27 @@ class Hardware:
             properties = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
             gpus = tuple(GPU(i, p.name, p.total_memory) for i, p in enumerate(properties))
             bf16 = torch.cuda.is_bf16_supported()
-        return cls(gpus=gpus, bf16=bf16, host_memory_bytes=psutil.virtual_memory().total)
+        return cls(
+            gpus=gpus,
+            bf16=bf16,
+            host_memory_bytes=psutil.virtual_memory().total,
+            cpu_bf16=cpu_has_native_bf16(),
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
             "gpus": [gpu.describe() for gpu in self.gpus],
             "bf16": self.bf16,
             "host_memory_gib": round(self.host_memory_bytes / GiB, 1),
+            "cpu_bf16": self.cpu_bf16,
         }
 
     @classmethod
     def from_description(cls, data: dict[str, Any]) -> Hardware:
         """The inverse of `describe` (memory rounded to 0.1 GiB)."""
         gpus = tuple(GPU(g["index"], g["name"], int(g["memory_gib"] * GiB)) for g in data.get("gpus", []))
-        return cls(gpus, bool(data.get("bf16")), int(data.get("host_memory_gib", 0) * GiB))
+        memory = int(data.get("host_memory_gib", 0) * GiB)
+        return cls(gpus, bool(data.get("bf16")), memory, bool(data.get("cpu_bf16")))
 
 
 @dataclass(frozen=True)
@@ -171,6 +198,16 @@ class Placement:
         }
 
 
+def judging_autocast(scoring: Placement, inference: Placement) -> AbstractContextManager[Any]:
+    """Autocast for judging with a model held in the `scoring` (training) placement, e.g. the
+    policy ranking its own candidates: judging is inference, so it computes in the inference
+    compute dtype — bf16 autocast over the fp32 weights where that is bf16 (a GPU under `auto`,
+    a CPU with native bf16), else whatever `scoring` does."""
+    if inference.compute_dtype == torch.bfloat16:
+        return torch.autocast(scoring.device, dtype=torch.bfloat16)
+    return scoring.autocast()
+
+
 def resolve_device(requested: str, hardware: Hardware) -> Literal["cpu", "cuda"]:
     """`device: auto|cpu|cuda` → cpu or cuda; asking for cuda on a GPU-less worker is an error."""
     if requested == "cpu":
@@ -182,15 +219,19 @@ def resolve_device(requested: str, hardware: Hardware) -> Literal["cpu", "cuda"]
     return "cpu"
 
 
-def compute_dtype(precision: str, device: str, hardware: Hardware) -> torch.dtype:
-    """training.precision → the compute dtype: auto = bf16 on a CUDA GPU that supports it, else fp32."""
+def compute_dtype(precision: str, device: str, hardware: Hardware, *, training: bool = False) -> torch.dtype:
+    """training.precision → the compute dtype: auto = bf16 on a CUDA GPU that supports it, else fp32;
+    for inference also bf16 on a CPU with native bf16 (`Hardware.cpu_bf16`). Training on a CPU stays
+    fp32 under auto: it is a small share of a CPU run, and bf16 autocast would put ~0.3 nats of noise
+    between the stored s_ref and the trainer's step-0 log-ratio (README, "Placement")."""
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
         if device == "cuda" and not hardware.bf16:
             raise RuntimeError(f"training.precision: bf16 is not supported by {hardware.gpus[0].name}")
         return torch.bfloat16
-    return torch.bfloat16 if device == "cuda" and hardware.bf16 else torch.float32
+    native = hardware.bf16 if device == "cuda" else hardware.cpu_bf16 and not training
+    return torch.bfloat16 if native else torch.float32
 
 
 def _gpus_for(device: str, count: int, hardware: Hardware, what: str) -> tuple[GPU, ...]:
@@ -213,7 +254,7 @@ def training_placement(config: RunConfig, hardware: Hardware) -> Placement:
     """fp32 weights, autocast to the compute dtype, `training.num_processes` processes."""
     training = config.training
     device = resolve_device(config.device, hardware)
-    dtype = compute_dtype(training.precision, device, hardware)
+    dtype = compute_dtype(training.precision, device, hardware, training=True)
     used = _gpus_for(device, training.num_processes, hardware, "training.num_processes")
     autocast = None if dtype == torch.float32 else dtype
     return Placement(

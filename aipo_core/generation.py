@@ -178,6 +178,73 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def decoding_attention(model: PreTrainedModel) -> Iterator[None]:
+    """Eager attention while decoding on a CPU, the model's own choice restored afterwards.
+
+    A decoding step asks one query per row; torch's fused CPU attention kernel (what "sdpa" runs)
+    pays a fixed cost per call that dwarfs that work: in bench/generate.py's CPU profile it was the
+    largest item of a step (SmolLM2, 32 rows, bf16). Prefill, with long queries, keeps the fused
+    kernel, which is 2x faster than eager there. On a GPU nothing changes."""
+    current = model.config._attn_implementation
+    switch = model.device.type == "cpu" and current == "sdpa" and model._can_set_attn_implementation()
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation(current)
+
+
+def can_prefill_apart(model: PreTrainedModel, input_ids: torch.Tensor) -> bool:
+    """Whether `generate_after_prefill` can run: a decoder-only model whose forward takes a cache,
+    and prompts of at least two tokens (the last one is left for generate to feed)."""
+    return (
+        input_ids.shape[1] > 1
+        and not model.config.is_encoder_decoder
+        and "past_key_values" in inspect.signature(model.forward).parameters
+    )
+
+
+def _prefill(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DynamicCache:
+    """Run prompt tokens 0..L-2 once and return their KV cache ([B, heads, L-1, dim] per layer)."""
+    cache = DynamicCache(config=model.config)
+    # Positions count real tokens only, as generate() does, so left padding does not shift them.
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, :-1],
+        past_key_values=cache,
+        use_cache=True,
+        **extra,
+    )
+    return cache
+
+
+def generate_after_prefill(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int = 1, **kwargs: Any
+) -> torch.Tensor:
+    """`model.generate` of n rows per prompt, the prompts prefilled once beforehand.
+
+    input_ids, attention_mask: [B, L], left-padded; returns [B * n, L + new], a prompt's n rows
+    adjacent. The prompt runs once with the model's own attention and its KV cache is repeated n
+    times (plain `num_return_sequences=n` would prefill it n times); decoding then runs under
+    `decoding_attention`. Needs `can_prefill_apart`."""
+    cache = _prefill(model, input_ids, attention_mask)
+    cache.batch_repeat_interleave(n)  # [B, ...] -> [B * n, ...], prompt-major like the rows below
+    # generate() sees a cache holding L-1 positions and only feeds the last prompt token.
+    with decoding_attention(model):
+        return model.generate(
+            input_ids=input_ids.repeat_interleave(n, dim=0),  # [B * n, L]
+            attention_mask=attention_mask.repeat_interleave(n, dim=0),  # [B * n, L]
+            past_key_values=cache,
+            **kwargs,
+        )
+
+
 @dataclass(eq=False, repr=False)
 class HFGenerator:
     """Batched sampling with transformers `generate` (see module docstring for prefill sharing)."""
@@ -270,48 +337,11 @@ class HFGenerator:
         """input_ids, attention_mask: [B, L], left-padded.
 
         Returns [B * n, L + new], the n rows of a prompt adjacent."""
-        if n == 1 or not self._can_share_prefill(input_ids):
+        if not (self.share_prefill and can_prefill_apart(self.model, input_ids)):
             return self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=n, **kwargs
             )
-        cache = self._prefill(input_ids, attention_mask)
-        cache.batch_repeat_interleave(n)  # [B, ...] -> [B * n, ...], prompt-major like the rows below
-        # generate() sees a cache holding L-1 positions and only feeds the last prompt token.
-        return self.model.generate(
-            input_ids=input_ids.repeat_interleave(n, dim=0),  # [B * n, L]
-            attention_mask=attention_mask.repeat_interleave(n, dim=0),  # [B * n, L]
-            cache=cache,
-            **kwargs,
-        )
-
-    def _can_share_prefill(self, input_ids: torch.Tensor) -> bool:
-        params = inspect.signature(self.model.forward).parameters
-        return (
-            self.share_prefill
-            and input_ids.shape[1] > 1
-            and not self.model.config.is_encoder_decoder
-            and "cache" in params
-        )
-
-    def _prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DynamicCache:
-        """Run prompt tokens 0..L-2 once and return their KV cache ([B, heads, L-1, dim] per layer)."""
-        cache = DynamicCache(config=self.model.config)
-        # Positions count real tokens only, as generate() does, so left padding does not shift them.
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, L]
-        extra = (
-            {"logits_to_keep": 1}
-            if "logits_to_keep" in inspect.signature(self.model.forward).parameters
-            else {}
-        )
-        self.model(
-            input_ids=input_ids[:, :-1],
-            attention_mask=attention_mask[:, :-1],
-            position_ids=positions[:, :-1],
-            cache=cache,
-            use_cache=True,
-            **extra,
-        )
-        return cache
+        return generate_after_prefill(self.model, input_ids, attention_mask, n, **kwargs)
 
     def _postprocess(self, tokens: list[int]) -> tuple[str, int, bool]:
         """New tokens of one row -> (clean text, tokens before the end, ended by a special token).

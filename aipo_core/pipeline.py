@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from aipo_core import artifacts
 from aipo_core.access import ModelAccess, check_run_config
 from aipo_core.config import BASE_JUDGE, POLICY_JUDGE, RunConfig
-from aipo_core.devices import Hardware, Placement, inference_placement, training_placement
+from aipo_core.devices import Hardware, Placement, inference_placement, judging_autocast, training_placement
 from aipo_core.retention import prune_policies
 
 if TYPE_CHECKING:  # heavy modules (torch); the stage functions import them when they run
@@ -490,6 +490,7 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
                 rows=ranker_config.batch_size,
                 tokens=training.max_prompt_length + 2 * ctx.config.generation.max_new_tokens,
             )
+        inference = inference_placement(ctx.config, _hardware(ctx))
         ranker = make_ranker(
             ctx.config.ranker.kind,
             ctx.config.ranker.model,
@@ -499,10 +500,10 @@ def stage_rank(ctx: StageContext) -> dict[str, Any]:
             trust_remote_code=ctx.config.trust_remote_code,
             cache_dir=ctx.model_cache_dir,
             # A separate judge or reward model is an inference model: compute dtype, no autocast.
-            placement=inference_placement(ctx.config, _hardware(ctx)),
+            placement=inference,
             length_bias=ctx.config.ranker.length_bias,
         )
-        with placement.autocast():
+        with judging_autocast(placement, inference):
             scores = rank_candidates(candidates, ranker, sink=ctx.sink)
         pairs, drops, outcomes = select_pairs_with_outcomes(
             candidates,

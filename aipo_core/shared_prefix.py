@@ -11,7 +11,7 @@ sees exactly the tokens a separate forward of each sequence would see; the logit
 to floating-point rounding (tests/aipo_core/test_shared_prefix.py).
 
 Groups are packed into batches longest first, so a batch holds sequences of similar length and
-left padding wastes little. A model whose forward takes no `cache` gets one plain forward per
+left padding wastes little. A model whose forward takes no `past_key_values` gets one plain forward per
 batch of whole sequences (no sharing).
 """
 
@@ -109,7 +109,7 @@ def _batch_logits(
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
         position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),  # [G, Lp]
-        cache=cache,
+        past_key_values=cache,
         use_cache=True,
         **last_only,
     )
@@ -122,7 +122,7 @@ def _batch_logits(
         input_ids=suffix_ids,
         attention_mask=mask,
         position_ids=positions,
-        cache=cache,
+        past_key_values=cache,
         use_cache=True,
         **last_only,
     )
@@ -160,7 +160,7 @@ def last_token_logits(
         raise ValueError("groups must partition the sequence indices")
     if any(len(s) == 0 for s in sequences):
         raise ValueError("every sequence needs at least one token")
-    share = _takes(model, "cache") and not model.config.is_encoder_decoder
+    share = _takes(model, "past_key_values") and not model.config.is_encoder_decoder
     for batch in _batches(_groups(sequences, groups, share), sequences, max(1, max_rows)):
         logits = _batch_logits(model, sequences, batch, pad_id)  # [R, V]
         yield [r for group in batch for r in group.rows], logits

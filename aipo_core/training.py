@@ -533,6 +533,14 @@ def _save_sharded(
     trainer.accelerator.wait_for_everyone()
 
 
+def _learning_rate_max(history: list[dict[str, Any]]) -> dict[str, float]:
+    """The largest learning rate any optimiser step ran at. 0 means the policy did not change: a
+    linear warm-up starts at 0, so a run of one step with any warm-up (warmup_ratio rounds up to one
+    step) updates nothing; progress lines and the summary table say so."""
+    rates = [float(e["values"]["learning_rate"]) for e in history if "learning_rate" in e.get("values", {})]
+    return {"learning_rate_max": max(rates)} if rates else {}
+
+
 def train_policy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -607,7 +615,7 @@ def train_policy(
         elif trainer.is_world_process_zero():
             save_policy(model, tokenizer, Path(output_dir))
     last = callback.history[-1]["values"] if callback.history else {}
-    metrics = {**last, **callback.summary, **_s_ref_summary(pairs)}
+    metrics = {**last, **callback.summary, **_s_ref_summary(pairs), **_learning_rate_max(callback.history)}
     return TrainResult(
         output_dir=Path(output_dir),
         steps=trainer.state.global_step,

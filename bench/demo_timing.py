@@ -45,6 +45,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-id", required=True, help="a fresh id: a finished run is not re-run")
     parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="a variant of the demo config to time")
     args = parser.parse_args()
     home = Path(os.environ.get("AIPO_HOME", "~/.aipo")).expanduser()
     aipo = Path(sys.executable).with_name("aipo")
@@ -55,7 +56,7 @@ def main() -> int:
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     completed = subprocess.run(
-        [str(aipo), "run", str(CONFIG), "--local", "--run-id", args.run_id], stdout=sys.stderr
+        [str(aipo), "run", str(args.config), "--local", "--run-id", args.run_id], stdout=sys.stderr
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - started

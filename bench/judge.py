@@ -23,7 +23,9 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the aipo CLI does (before torch loads)
+from aipo_cli.openmp import configure_openmp_waiting
+
+configure_openmp_waiting()  # as the aipo CLI does (before torch loads)
 
 import torch  # noqa: E402
 
@@ -127,7 +129,8 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = load_model_and_tokenizer("smollm2-135m-instruct")
     judge = LLMJudgeRanker(model, tokenizer, batch_size=args.batch_size)
-    print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    waiting = {k: os.environ.get(k, "unset") for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    print(f"torch threads {torch.get_num_threads()}, OpenMP waiting {waiting}")
     header = "| workload | tokens run separate / shared | separate wall s | separate CPU s | shared wall s |"
     print(header + " shared CPU s | CPU ratio | max diff |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

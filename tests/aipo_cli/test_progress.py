@@ -87,6 +87,11 @@ def test_plain_lines_and_key_metrics() -> None:
         "mt_bench win rate 51.2 ± 2.0 %"
     )
     assert key_metric("train", {"train_loss": 0.69314, "steps": 12.0}) == "loss 0.6931, 12 steps"
+    assert key_metric("train", {"train_loss": 0.69, "steps": 1.0, "learning_rate_max": 0.0}) == (
+        "loss 0.6900, 1 steps, learning rate 0 at every step: the policy did not change"
+    )
+    updated = {"train_loss": 0.69, "steps": 1.0, "learning_rate_max": 5e-6}
+    assert key_metric("train", updated) == "loss 0.6900, 1 steps"
     assert key_metric("generate", {"skipped": "initial_pairs"}) == "skipped: initial_pairs"
     assert key_metric("rank", {}) == ""
     assert [clock(s) for s in (0, 59.6, 61, 3725, None)] == ["0:00", "1:00", "1:01", "1:02:05", ""]

@@ -16,7 +16,9 @@ from aipo_core.devices import (
     GiB,
     Hardware,
     Placement,
+    cpu_has_native_bf16,
     inference_placement,
+    judging_autocast,
     resolve_placement,
     training_placement,
 )
@@ -34,6 +36,52 @@ def test_auto_on_a_cpu_host_is_fp32_on_cpu() -> None:
     for placement in (inference_placement(_config(), CPU_HOST), training_placement(_config(), CPU_HOST)):
         assert (placement.device, placement.dtype, placement.autocast_dtype) == ("cpu", torch.float32, None)
         assert placement.load_kwargs() == {"dtype": torch.float32}
+
+
+def test_auto_on_a_cpu_with_native_bf16_infers_in_bf16_and_trains_in_fp32() -> None:
+    host = Hardware(host_memory_bytes=24 * GiB, cpu_bf16=True)
+    inference = inference_placement(_config(), host)
+    assert (inference.device, inference.dtype, inference.autocast_dtype) == ("cpu", torch.bfloat16, None)
+    training = training_placement(_config(), host)
+    assert (training.dtype, training.autocast_dtype) == (torch.float32, None)
+    # fp32 asked for is fp32 everywhere; bf16 asked for is autocast in training too.
+    assert inference_placement(_config(training={"precision": "fp32"}), host).dtype == torch.float32
+    assert training_placement(_config(training={"precision": "bf16"}), host).autocast_dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (Hardware(cpu_bf16=True), torch.bfloat16),  # the policy judging itself: bf16 like any judge
+        (CPU_HOST, torch.float32),  # no native bf16: the fp32 training placement, no autocast
+        (EIGHT_H100, torch.bfloat16),  # the GPU's training placement autocasts to bf16 anyway
+    ],
+)
+def test_a_judge_held_in_the_training_placement_computes_in_the_inference_dtype(host, expected) -> None:
+    scoring, inference = training_placement(_config(), host), inference_placement(_config(), host)
+    context = judging_autocast(scoring, inference)
+    dtype = context.fast_dtype if isinstance(context, torch.autocast) else torch.float32
+    assert (dtype, getattr(context, "device", scoring.device)) == (expected, scoring.device)
+    if scoring.device == "cpu":
+        weight = torch.ones(4, 4)
+        with context:
+            assert (weight @ weight).dtype == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),  # Zen 4, Cooper Lake
+        ("fpu avx2 avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+        ("fpu avx2 avx512f avx512bw", False),  # Skylake-SP: bf16 only emulated
+        ("fp asimd bf16", False),  # an Arm core's flags line says "Features", not "flags"
+    ],
+)
+def test_native_bf16_is_read_from_the_cpu_flags(flags: str, native: bool) -> None:
+    key = "Features" if flags.startswith("fp ") else "flags"
+    cpuinfo = f"processor\t: 0\nmodel name\t: some cpu\n{key}\t\t: {flags}\n"
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16("") is False
 
 
 def test_auto_on_a_bf16_gpu_loads_bf16_for_inference_and_trains_fp32_with_bf16_autocast() -> None:
@@ -99,3 +147,4 @@ def test_probe_of_this_machine_and_the_module_entry_point() -> None:
     ).stdout
     parsed = Hardware.from_description(json.loads(printed))
     assert [g.name for g in parsed.gpus] == [g.name for g in hardware.gpus]
+    assert parsed.cpu_bf16 == hardware.cpu_bf16 == cpu_has_native_bf16()

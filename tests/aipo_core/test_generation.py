@@ -1,5 +1,6 @@
 """Candidate generation: batching, seeding, greedy decoding, left padding, EOS, cleaning, records."""
 
+import functools
 import importlib.util
 
 import pytest
@@ -10,6 +11,7 @@ from aipo_core.generation import (
     GenerationResult,
     HFGenerator,
     clean_response,
+    decoding_attention,
     generate_candidates,
     make_generator,
     padding_buckets,
@@ -91,6 +93,43 @@ def test_shared_prefill_samples_exactly_like_per_candidate_prefill(tiny):
     shared = _generate(HFGenerator(*tiny, batch_size=3, share_prefill=True), seed=3)
     separate = _generate(HFGenerator(*tiny, batch_size=3, share_prefill=False), seed=3)
     assert shared.texts == separate.texts
+
+
+def test_each_prompt_is_prefilled_once_and_decoded_with_eager_attention(tiny, monkeypatch):
+    """The shared prefill really runs: the first forward sees each prompt once ([B, L-1], not
+    [B·N, L]), and every decoding forward runs under eager attention on a CPU. (The cache argument
+    is `past_key_values`; one named `cache` once silently turned both off, and the equal-samples
+    test above cannot tell.)"""
+    model, tokenizer = tiny
+    calls: list[tuple[tuple[int, ...], str]] = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)  # keeps the signature the code inspects
+    def recording(self, input_ids=None, **kwargs):
+        calls.append((tuple(input_ids.shape), self.config._attn_implementation))
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", recording)
+    _generate(HFGenerator(model, tokenizer, batch_size=3), num_candidates=3, max_new_tokens=4)
+    (rows, _), attention = calls[0]
+    assert (rows, attention) == (3, "sdpa")  # three prompts, prefilled once each
+    assert all(shape[0] == 9 and implementation == "eager" for shape, implementation in calls[1:])
+    assert calls[1][0][1] == 1  # generate feeds only the last prompt token on top of the cache
+
+
+def test_cpu_decoding_runs_eager_attention_and_restores_the_model_s_own(tiny):
+    """Decoding on a CPU switches sdpa to eager (one query per row: the fused kernel's fixed cost
+    dominates, bench/cpu_decoding.py) and puts sdpa back afterwards, also after an error; the
+    samples above (shared prefill + eager vs plain generate with sdpa) are identical."""
+    model, _ = tiny
+    assert model.config._attn_implementation == "sdpa"
+    seen = []
+    with decoding_attention(model):
+        seen.append(model.config._attn_implementation)
+    with pytest.raises(RuntimeError), decoding_attention(model):
+        raise RuntimeError("a failed decode")
+    assert seen == ["eager"]
+    assert model.config._attn_implementation == "sdpa"
 
 
 def test_stops_at_eos_and_excludes_it_from_length(tiny):

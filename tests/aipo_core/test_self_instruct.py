@@ -21,6 +21,7 @@ from aipo_core.self_instruct import (
     is_too_long,
     is_too_short,
     mentions_blocked_word,
+    next_batch_size,
     pool_references,
     rule_violation,
     split_numbered_items,
@@ -465,3 +466,19 @@ def test_completions_come_back_in_prompt_order_whatever_the_batching(tiny):
     alone = [generate_completions(model, tokenizer, [p], config, stops)[0][0] for p in prompts]
     assert batched == alone
     assert tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("accepted", "calls", "budget", "expected"),
+    [
+        (0, 0, 32, 8),  # the first batch is the configured size
+        (0, 8, 32, 8),  # nothing accepted yet: no rate to go by, a full batch again
+        (7, 8, 32, 2),  # 1 wanted at 7/8 accepted per call: ceil(8/7) = 2 calls, not 8
+        (4, 8, 32, 8),  # 4 wanted at 1/2: 8 calls
+        (2, 8, 32, 8),  # 6 wanted at 1/4 would be 24: capped at the batch size
+        (7, 8, 9, 1),  # and at the calls left in the budget
+    ],
+)
+def test_later_batches_are_sized_to_the_instructions_still_wanted(accepted, calls, budget, expected):
+    config = SelfInstructConfig(num_instructions=8, batch_size=8)
+    assert next_batch_size(config, accepted, calls, budget) == expected

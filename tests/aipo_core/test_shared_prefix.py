@@ -1,5 +1,7 @@
 """Shared-prefix forwards give the logits of separate, unpadded forwards (tiny random Llama)."""
 
+import functools
+
 import pytest
 import torch
 
@@ -100,3 +102,27 @@ def test_forward_tokens_counts_each_shared_prefix_once_and_the_padding():
     assert forward_tokens(sequences, [[0, 1], [2]], max_rows=4) == 2 * 3 + 3 * 2
     # Without sharing: one forward of the whole rows, padded to the longest (5).
     assert forward_tokens(sequences, [[0, 1], [2]], max_rows=4, share=False) == 3 * 5
+
+
+def test_a_real_model_runs_exactly_the_counted_tokens(tiny, monkeypatch):
+    """The sharing really happens on a transformers model: the token positions its forward sees
+    are forward_tokens(share=True), fewer than a whole-row forward. (The model's cache argument is
+    `past_key_values`; asking for one named `cache` once silently turned the sharing off, and the
+    logits test above cannot tell — a whole-row forward gives the same logits.)"""
+    model, tokenizer = tiny
+    head = "Compare the two answers to the question about the capital of France, Response A: "
+    sequences = _texts(tokenizer, [head + "Paris. B: Lyon.", head + "Paris. B: Nice.", head + "Lyon."])
+    groups = [[0, 1], [2]]
+    seen: list[int] = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)  # keeps the signature the code inspects
+    def counting(self, input_ids=None, **kwargs):
+        seen.append(input_ids.numel())
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    with inference(model):
+        list(last_token_logits(model, sequences, groups, pad_id=tokenizer.pad_token_id, max_rows=4))
+    assert sum(seen) == forward_tokens(sequences, groups, max_rows=4)
+    assert sum(seen) < forward_tokens(sequences, groups, max_rows=4, share=False)

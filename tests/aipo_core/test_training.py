@@ -395,3 +395,23 @@ def test_dpo_config_maps_the_training_section(tmp_path):
     assert args.precompute_ref_log_probs and args.report_to == [] and not args.push_to_hub
     assert args.bf16 == use_bf16("auto") == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     assert use_bf16("bf16") and not use_bf16("fp32")
+
+
+@pytest.mark.parametrize(("warmup_ratio", "updated"), [(0.1, False), (0.0, True)])
+def test_a_single_step_under_warmup_runs_at_learning_rate_zero_and_says_so(tmp_path, warmup_ratio, updated):
+    """One optimiser step with any warm-up: warmup_ratio 0.1 of 1 step rounds up to 1 warm-up step,
+    and a linear warm-up's first step has learning rate 0 — the demo trained nothing this way."""
+    model, tokenizer = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train_policy(
+        model,
+        tokenizer,
+        make_pairs(4),
+        objective=ObjectiveConfig(name="aipo"),
+        training=fast_training(batch_size=4, max_steps=None, warmup_ratio=warmup_ratio),
+        output_dir=tmp_path / "policy",
+    )
+    assert result.steps == 1
+    changed = any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert changed is updated
+    assert (result.metrics["learning_rate_max"] > 0) is updated
