@@ -16,10 +16,13 @@ from aipo_core.access import ConfigRefused, ModelAccess
 from aipo_core.config import RunConfig
 from aipo_core.data import load_benchmark
 from aipo_core.decontamination import Decontaminator
-from aipo_core.devices import GPU, GiB, Hardware
+from aipo_core.devices import GPU, GiB, Hardware, cpu_has_native_bf16
 from aipo_core.eval_sample import evaluation_sample
 from aipo_core.models import load_model_and_tokenizer
 from aipo_core.pipeline import STAGES, run, run_stage
+
+# `precision: auto` on this host: bf16 inference where the CPU computes bf16 natively.
+CPU_INFERENCE_DTYPE = "bfloat16" if cpu_has_native_bf16() else "float32"
 
 TINY = {
     "name": "tiny",
@@ -126,7 +129,8 @@ def test_aipo_run_local_two_iterations_on_tiny_model(tmp_path):
 
 
 def test_resume_skips_completed_stages_and_survives_a_crash_inside_training(tmp_path):
-    cfg = tiny_config(iterations=1, seed=3)
+    # fp32 throughout: with this seed the tiny model's fp32 candidates give pairs to train on.
+    cfg = tiny_config(iterations=1, seed=3, training={**TINY["training"], "precision": "fp32"})
     for stage in STAGES[:3]:
         run_stage(stage, cfg, artifact_root=tmp_path, run_id="r", iteration=0)
     done = {
@@ -395,22 +399,23 @@ def _small_pool(tmp_path: Path) -> Path:
 
 
 def test_every_stage_records_the_placement_it_loaded_with(tmp_path):
-    """On this CPU host: fp32 weights everywhere, one process; the summary says so per stage."""
+    """On this CPU host, one process: inference stages in bf16 where the CPU computes it natively
+    (else fp32), the rank (s_ref) and train stages in fp32; the summary says so per stage."""
     cfg = tiny_config(iterations=1)
     history = run(cfg, artifact_root=tmp_path, run_id="p")
-    expected = {
-        "device": "cpu",
-        "dtype": "float32",
-        "compute_dtype": "float32",
-        "num_processes": 1,
-        "strategy": "single",
-        "gpu_count": 0,
-        "gpu_name": None,
-        "gpu_memory_gib": None,
-    }
     for stage in STAGES:
+        dtype = "float32" if stage in ("rank", "train") else CPU_INFERENCE_DTYPE
+        expected = {
+            "device": "cpu",
+            "dtype": dtype,
+            "compute_dtype": dtype,
+            "num_processes": 1,
+            "strategy": "single",
+            "gpu_count": 0,
+            "gpu_name": None,
+            "gpu_memory_gib": None,
+        }
         assert history[0][stage]["placement"] == expected, stage
-    assert history[0]["train"]["placement"]["compute_dtype"] == "float32"
 
 
 def test_bf16_placement_loads_inference_stages_in_bf16_and_trains_fp32_with_autocast(tmp_path):
@@ -494,7 +499,8 @@ def trained_iteration(tmp_path_factory):
     return root
 
 
-ON_CPU = "(cpu, float32)"
+# Answers load in the inference placement, the pair analysis in the training one (fp32 on a CPU).
+ON_CPU = {"answers": f"(cpu, {CPU_INFERENCE_DTYPE})", "pair analysis": "(cpu, float32)"}
 
 
 @pytest.mark.parametrize(
@@ -502,8 +508,13 @@ ON_CPU = "(cpu, float32)"
     [
         # θ_0 judges: θ_1 answers first and goes, θ_0 answers and stays loaded to judge.
         ({"model": "base"}, [("θ_1", "answers"), ("θ_0", "answers"), ("θ_1", "pair analysis")]),
-        # Self-judged: each model judges its answers while loaded; θ_1 is still held for the analysis.
-        ({"model": "policy"}, [("θ_0", "answers"), ("θ_1", "answers")]),
+        # Self-judged: each model judges its answers while loaded; θ_1 is still held for the analysis
+        # when it answered in the analysis's fp32, else it is loaded again in fp32 once released.
+        (
+            {"model": "policy"},
+            [("θ_0", "answers"), ("θ_1", "answers")]
+            + ([("θ_1", "pair analysis")] if CPU_INFERENCE_DTYPE != "float32" else []),
+        ),
         # A judge of its own loads once both evaluated models are gone.
         (
             {"model": "tiny-random-llama"},
@@ -530,7 +541,7 @@ def test_evaluate_holds_one_model_at_a_time(trained_iteration, tmp_path, judge, 
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     expected = [
         {
-            "model": "judge llm_judge:tiny-random-llama" if name == "judge" else f"{name} {ON_CPU}",
+            "model": "judge llm_judge:tiny-random-llama" if name == "judge" else f"{name} {ON_CPU[role]}",
             "role": role,
             "alive_at_load": [],
         }
