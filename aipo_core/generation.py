@@ -198,9 +198,9 @@ def decoding_attention(model: PreTrainedModel) -> Iterator[None]:
             model.set_attn_implementation(current)
 
 
-def can_prefill_apart(model: PreTrainedModel, input_ids: torch.Tensor) -> bool:
-    """Whether `generate_after_prefill` can run: a decoder-only model whose forward takes a cache,
-    and prompts of at least two tokens (the last one is left for generate to feed)."""
+def _can_prefill_apart(model: PreTrainedModel, input_ids: torch.Tensor) -> bool:
+    """A decoder-only model whose forward takes a cache, and prompts of at least two tokens (the
+    last one is left for generate to feed)."""
     return (
         input_ids.shape[1] > 1
         and not model.config.is_encoder_decoder
@@ -228,12 +228,16 @@ def _prefill(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: to
 def generate_after_prefill(
     model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int = 1, **kwargs: Any
 ) -> torch.Tensor:
-    """`model.generate` of n rows per prompt, the prompts prefilled once beforehand.
+    """`model.generate` of n rows per prompt, each prompt prefilled once beforehand.
 
     input_ids, attention_mask: [B, L], left-padded; returns [B * n, L + new], a prompt's n rows
     adjacent. The prompt runs once with the model's own attention and its KV cache is repeated n
     times (plain `num_return_sequences=n` would prefill it n times); decoding then runs under
-    `decoding_attention`. Needs `can_prefill_apart`."""
+    `decoding_attention`. A model that takes no cache (or one-token prompts) gets plain `generate`."""
+    if not _can_prefill_apart(model, input_ids):
+        return model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=n, **kwargs
+        )
     cache = _prefill(model, input_ids, attention_mask)
     cache.batch_repeat_interleave(n)  # [B, ...] -> [B * n, ...], prompt-major like the rows below
     # generate() sees a cache holding L-1 positions and only feeds the last prompt token.
@@ -338,7 +342,7 @@ class HFGenerator:
         """input_ids, attention_mask: [B, L], left-padded.
 
         Returns [B * n, L + new], the n rows of a prompt adjacent."""
-        if not (self.share_prefill and can_prefill_apart(self.model, input_ids)):
+        if not self.share_prefill:
             return self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, num_return_sequences=n, **kwargs
             )

@@ -40,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from aipo_core.config import SelfInstructConfig
 from aipo_core.decontamination import Decontaminator
-from aipo_core.generation import can_prefill_apart, generate_after_prefill, padding_buckets
+from aipo_core.generation import generate_after_prefill, padding_buckets
 from aipo_core.models import inference
 from aipo_core.rouge import RougeDeduplicator
 
@@ -362,6 +362,13 @@ def generate_completions(
         if config.temperature > 0
         else {"do_sample": False}
     )
+    decoding = {
+        **sampling,
+        "max_new_tokens": config.max_new_tokens,
+        "stop_strings": stops,
+        "tokenizer": tokenizer,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     texts: list[str] = [""] * len(prompts)
     n_tokens = 0
     with inference(model):
@@ -369,18 +376,8 @@ def generate_completions(
             batch = tokenizer.pad(
                 {"input_ids": [encoded[i] for i in bucket]}, padding_side="left", return_tensors="pt"
             ).to(model.device)
-            decoding = {
-                **sampling,
-                "max_new_tokens": config.max_new_tokens,
-                "stop_strings": stops,
-                "tokenizer": tokenizer,
-                "pad_token_id": tokenizer.pad_token_id,
-            }
-            ids, mask = batch["input_ids"], batch["attention_mask"]  # [b, prompt_len]
-            if can_prefill_apart(model, ids):  # eager attention while decoding on a CPU
-                sequences = generate_after_prefill(model, ids, mask, **decoding)  # [b, prompt_len + new_len]
-            else:
-                sequences = model.generate(**batch, **decoding)
+            # [b, prompt_len + new_len]; eager attention while decoding on a CPU
+            sequences = generate_after_prefill(model, batch["input_ids"], batch["attention_mask"], **decoding)
             continuation = sequences[:, batch["input_ids"].shape[1] :]  # [b, new_len]
             n_tokens += int((continuation != tokenizer.pad_token_id).sum())
             decoded = tokenizer.batch_decode(continuation, skip_special_tokens=True)
